@@ -1,0 +1,42 @@
+# make demo: the whole pipeline end to end on built-in defaults.  make test: the test suite.
+# Both install what they need into .venv on a fresh machine (make setup) and start the local Kafka.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TP := $(VENV)/bin/tweetpulse
+EXTRAS ?= train,dev
+
+.PHONY: setup demo test test-fast lint kafka-start kafka-stop clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+kafka-start: setup
+	$(TP) kafka start
+
+kafka-stop: setup
+	$(TP) kafka stop
+
+demo: setup
+	$(TP) kafka start
+	$(TP) topics create
+	$(TP) topics describe
+
+# Stops the broker afterwards only if this target started it.
+test: setup
+	@was_running=0; $(TP) kafka status >/dev/null 2>&1 && was_running=1; \
+	$(TP) kafka start || exit 1; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	[ $$was_running = 1 ] || $(TP) kafka stop; \
+	exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from tweetpulse.cli import main
+
+sys.exit(main())
