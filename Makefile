@@ -10,6 +10,7 @@ EXTRAS ?= train,dev
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	bash deploy/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
@@ -28,6 +29,7 @@ demo: setup
 
 # Stops the broker afterwards only if this target started it.
 test: setup
+	@bash deploy/system-deps.sh --tests
 	@was_running=0; $(TP) kafka status >/dev/null 2>&1 && was_running=1; \
 	$(TP) kafka start || exit 1; \
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
