@@ -1,6 +1,7 @@
 """Against the real local broker: message round trips, topic creation, broker lifecycle."""
 
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -79,6 +80,8 @@ def test_second_broker_start_is_a_noop_and_stop_then_start_works(tmp_path) -> No
 
 
 def test_cli_help_lists_every_role() -> None:
-    out = subprocess.run(["tweetpulse", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tweetpulse", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for command in ("kafka", "topics", "schemas"):
         assert command in out
