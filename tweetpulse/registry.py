@@ -212,14 +212,17 @@ class ModelRegistry:
         os.replace(tmp, self.root / POINTER)
 
 
-def announce_production(settings: Settings, version: str, timeout: float = 30.0) -> None:
+def announce_production(
+    settings: Settings, version: str, timeout: float = 30.0, registry_root: str | Path | None = None
+) -> None:
     """Tell running processors (compacted topic, key ``production``) which version to serve."""
     from confluent_kafka import Producer
 
     from tweetpulse.contracts import ModelAnnouncement
     from tweetpulse.kafka import producer_config
 
-    message = ModelAnnouncement(version=version, registry_root=str(settings.registry.root))
+    root = registry_root if registry_root is not None else settings.registry.root
+    message = ModelAnnouncement(version=version, registry_root=str(root))
     producer = Producer(producer_config(settings))
     producer.produce(settings.topics.models, key=b"production", value=message.to_bytes())
     if producer.flush(timeout) != 0:

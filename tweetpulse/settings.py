@@ -92,6 +92,8 @@ class TopicSettings(BaseModel):
     dlq: str = "tweets.dlq"
     aggregates: str = "tweets.sentiment.agg"
     models: str = "tweetpulse.models"
+    labeled: str = "tweets.labeled"  # human feedback and weak labels, for retraining
+    drift: str = "tweets.drift"  # drift events that can trigger a retrain
     partitions: int = Field(6, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1, le=32)
 
@@ -104,10 +106,100 @@ class RegistrySettings(BaseModel):
     )
 
 
+def _bearer_token_from_env() -> str | None:
+    """The conventional X API token variables, used when TWEETPULSE_TWITTER__BEARER_TOKEN is unset."""
+    return os.environ.get("X_BEARER_TOKEN") or os.environ.get("TWITTER_BEARER_TOKEN") or None
+
+
 class TwitterSettings(BaseModel):
+    """The X API producers (``tweetpulse produce twitter|search``). Backoffs follow X's reconnect guide."""
+
     model_config = ConfigDict(extra="forbid")
 
-    bearer_token: SecretStr | None = None
+    bearer_token: SecretStr | None = Field(default_factory=_bearer_token_from_env, validate_default=True)
+    api_base_url: str | None = Field(
+        None, pattern=r"^https?://", description="None: tweepy's api.twitter.com"
+    )
+    rules: list[str] = Field(default_factory=list, description="filtered-stream rules, 'VALUE:TAG' each")
+    keepalive_timeout_s: float = Field(25.0, gt=0, description="X sends a keep-alive every 20 s")
+    dedupe_window: int = Field(100_000, ge=1, description="recent tweet ids remembered to drop replays")
+    network_backoff_step_s: float = Field(0.25, gt=0)
+    network_backoff_max_s: float = Field(16.0, gt=0)
+    http_backoff_start_s: float = Field(5.0, gt=0)
+    http_backoff_max_s: float = Field(320.0, gt=0)
+    rate_limit_backoff_start_s: float = Field(60.0, gt=0)
+    rate_limit_wait_max_s: float = Field(900.0, gt=0)
+    search_interval_s: float = Field(15.0, gt=0)
+    search_max_results: int = Field(100, ge=10, le=100)
+
+
+class DashboardSettings(BaseModel):
+    """The live dashboard (``tweetpulse dashboard``): where it listens and what it keeps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65_535)
+    processor_group: str | None = Field(None, min_length=1)  # lag is shown for it; None: processor.app_id
+    replay_minutes: int = Field(0, ge=0, le=1_440)  # 0: start at the end of the sentiment topic
+    window_minutes: int = Field(60, ge=1, le=1_440)  # per-minute buckets kept
+    latest_tweets: int = Field(50, ge=1, le=1_000)
+    max_tags: int = Field(12, ge=1, le=100)  # tags shown; at most 50x that many are tracked
+    lag_interval_s: float = Field(5.0, gt=0, le=3_600)
+    push_interval_s: float = Field(1.0, gt=0, le=60)
+
+
+class ProcessorSettings(BaseModel):
+    """The Faust classification workers (``tweetpulse process``). The app id is the consumer group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field("tweetpulse-processor", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    batch_size: int = Field(64, ge=1, le=10_000)  # most tweets one model call sees
+    batch_wait_s: float = Field(0.05, gt=0, le=60)  # longest wait to fill a batch
+    inference_chunk: int = Field(64, ge=1, le=4_096)  # length-sorted sub-batches cut padding
+    ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads; 0: onnxruntime decides
+    provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
+    model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65_535)  # status, counts and /metrics; one per worker
+    datadir: Path | None = None  # Faust state; None: a temporary folder per worker process
+    agg_window_s: int = Field(60, ge=1, le=86_400)  # tumbling window of the label counts
+    agg_expires_s: int = Field(600, ge=1, le=604_800)  # windows kept this long, then dropped
+    session_timeout_s: float = Field(30.0, gt=0)  # a dead worker's partitions move after this
+    heartbeat_interval_s: float = Field(3.0, gt=0)
+    rebalance_timeout_s: float = Field(60.0, gt=0)
+    commit_interval_s: float = Field(2.8, gt=0)
+    recovery_delay_s: float = Field(3.0, ge=0)  # pause after a rebalance before streams resume
+    lag_interval_s: float = Field(5.0, gt=0)
+
+
+class RetrainSettings(BaseModel):
+    """The closed loop (``tweetpulse retrain``): data gathering, the deploy gate, weak labels, drift."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_data: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1)  # training specs
+    max_base_samples: int | None = Field(20_000, ge=1)  # base examples kept per run (seeded sample)
+    val_file: Path | None = None  # the fixed gate set; None: a seeded hold-out of the base data
+    max_val_samples: int | None = Field(2_000, ge=1)
+    preset: str = "best"
+    max_steps: int | None = Field(None, ge=1)
+    work_dir: Path | None = None  # keep checkpoints and exports here; None: a temporary folder
+    labeled_cap: int = Field(50_000, ge=0)  # newest labeled-topic examples used per run
+    labeled_window_h: float = Field(24 * 30, gt=0)  # labels older than this are left out
+    weak_max_share: float = Field(0.3, ge=0, le=1)  # weak labels' largest share of the training set
+    tolerance: float = Field(0.005, ge=0, le=1)  # a candidate may be this much less accurate
+    gate_variant: Literal["fp32", "int8"] = "fp32"  # graph scored by the gate (int8 is gated at export)
+    weak_labels: bool = False  # the processors emit emoticon/emoji (distant supervision) labels
+    weak_label_rate: float = Field(0.1, ge=0, le=1)  # share of cue-bearing tweets they emit
+    drift_window_s: int = Field(300, ge=1)  # tumbling window of the drift statistics
+    drift_min_count: int = Field(200, ge=1)  # smaller windows are not compared
+    drift_reference_windows: int = Field(3, ge=1)  # first full windows that form the reference
+    drift_positive_rate_delta: float = Field(0.15, gt=0, le=1)  # absolute change that is drift
+    drift_confidence_delta: float = Field(0.1, gt=0, le=1)
+    drift_cooldown_s: float = Field(3_600, ge=0)  # least time between drift-triggered retrains
 
 
 class Settings(BaseSettings):
@@ -122,6 +214,9 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     twitter: TwitterSettings = Field(default_factory=TwitterSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

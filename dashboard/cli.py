@@ -1,0 +1,90 @@
+"""``tweetpulse dashboard`` (and ``python -m tweetpulse.dashboard``): serve the live dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from tweetpulse.contracts import describe_validation_error
+from tweetpulse.settings import DashboardSettings, Settings, SettingsError
+
+DESCRIPTION = (
+    "Serve a web page that tails the sentiment topic and shows, live over server-sent events: "
+    "sentiment per minute overall and per tag, the latest classified tweets, throughput, end-to-end "
+    "latency, the processors' consumer lag and the current model version. Also serves /api/snapshot "
+    "(JSON), /events (the event stream) and /healthz. Options override the dashboard.* settings "
+    "(TWEETPULSE_DASHBOARD__*)."
+)
+
+
+def options_from_args(args: argparse.Namespace, settings: Settings) -> DashboardSettings:
+    """settings.dashboard with the command-line options that were given, validated; the processor
+    group defaults to the processors' app id, which Faust uses as its consumer group."""
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "processor_group": args.group,
+        "replay_minutes": args.replay_minutes,
+        "window_minutes": args.window_minutes,
+    }
+    merged: dict[str, Any] = settings.dashboard.model_dump() | {
+        k: v for k, v in given.items() if v is not None
+    }
+    merged["processor_group"] = merged["processor_group"] or settings.processor.app_id
+    try:
+        return DashboardSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid dashboard option: {describe_validation_error(exc)}") from None
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from tweetpulse.dashboard.server import create_app
+
+    try:
+        options = options_from_args(args, settings)
+    except SettingsError as exc:
+        print(f"tweetpulse dashboard: {exc}", file=sys.stderr)
+        return 2
+    host = "localhost" if options.host in ("0.0.0.0", "::") else options.host
+    print(f"TweetPulse dashboard: http://{host}:{options.port}/", flush=True)
+    app = create_app(settings, options)
+    web.run_app(app, host=options.host, port=options.port, print=None, access_log=None)
+    return 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    defaults = DashboardSettings()
+    parser.add_argument("--host", help=f"address to listen on (default {defaults.host}; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, help=f"port to listen on (default {defaults.port})")
+    parser.add_argument(
+        "--group",
+        help="consumer group of the processors, whose lag on the raw topic is shown "
+        "(default: dashboard.processor_group, else processor.app_id, i.e. tweetpulse-processor)",
+    )
+    parser.add_argument(
+        "--replay-minutes",
+        type=int,
+        metavar="N",
+        help="start with the results of the last N minutes instead of only new ones (default 0)",
+    )
+    parser.add_argument(
+        "--window-minutes",
+        type=int,
+        metavar="N",
+        help=f"minutes of per-minute history kept and charted (default {defaults.window_minutes})",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="serve the live sentiment dashboard (web page with live charts)",
+        description=DESCRIPTION,
+    )
+    add_options(parser)
+    parser.set_defaults(handler=run)

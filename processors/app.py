@@ -1,0 +1,431 @@
+"""The Faust worker: micro-batches from ``tweets.raw`` through the ONNX classifier to ``tweets.sentiment``.
+
+Delivery is at-least-once: ``take_events`` acks a batch's events only after the agent's loop body
+for that batch returns, and the body returns only after every result and dead letter has been
+acknowledged by the broker. A worker that dies before that leaves the offsets uncommitted, so
+the partition's next owner classifies the batch again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tweetpulse.contracts import (
+    ContractError,
+    DeadLetter,
+    ModelAnnouncement,
+    RawTweet,
+    SentimentResult,
+    utcnow,
+)
+from tweetpulse.processors import metrics
+from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
+from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
+from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
+from tweetpulse.registry import ArtifactError, ModelRegistry
+from tweetpulse.retraining.weak_labels import WeakLabeler
+from tweetpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HASHTAG = re.compile(r"#(\w{1,64})")
+NO_TAG = "(none)"
+SEND_ATTEMPTS = 5
+
+
+def aggregate_tags(tweet: RawTweet) -> list[str]:
+    """What a tweet is counted under: its rule tags, else its hashtags, else ``(none)``."""
+    if tweet.rule_tags:
+        return list(dict.fromkeys(tweet.rule_tags))
+    hashtags = list(dict.fromkeys(tag.lower() for tag in HASHTAG.findall(tweet.text)))
+    return hashtags[:5] or [NO_TAG]
+
+
+def result_for(tweet: RawTweet, prediction: Prediction, version: str, inference_ms: float) -> SentimentResult:
+    return SentimentResult(
+        id=tweet.id,
+        text=tweet.text,
+        label=prediction.label,
+        probabilities=prediction.probabilities,
+        model_version=version,
+        rule_tags=tweet.rule_tags,
+        source=tweet.source,
+        true_label=tweet.label,
+        ingested_at=tweet.ingested_at,
+        classified_at=utcnow(),
+        inference_ms=inference_ms,
+    )
+
+
+async def run_to_completion(coro: Awaitable[Any]) -> Any:
+    """Await `coro`; if the caller is cancelled (worker stopping), finish it first, then re-raise.
+
+    Faust acks the batch's events when the agent leaves its loop body, even by cancellation, so
+    the batch in flight must be fully sent before the cancellation propagates.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+class Processor:
+    """One worker: the Faust app, its agents, table, web views, and the model being served."""
+
+    def __init__(self, settings: Settings, classifier: Classifier) -> None:
+        import faust
+
+        self.settings = settings
+        self.conf = conf = settings.processor
+        self.classifier = classifier
+        self.inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
+        self.next_offsets: dict[Any, int] = {}
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.app = faust.App(
+            conf.app_id,
+            broker=broker_urls(settings.kafka),
+            broker_credentials=faust_credentials(settings.kafka),
+            broker_client_id=f"{settings.kafka.client_id}-processor",
+            key_serializer="raw",
+            value_serializer="raw",  # malformed bytes reach parse_raw and the DLQ, not a codec crash
+            processing_guarantee=conf.processing_guarantee,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=conf.session_timeout_s,
+            broker_heartbeat_interval=conf.heartbeat_interval_s,
+            broker_rebalance_timeout=conf.rebalance_timeout_s,
+            broker_commit_interval=conf.commit_interval_s,
+            stream_recovery_delay=conf.recovery_delay_s,
+            topic_partitions=settings.topics.partitions,
+            topic_replication_factor=settings.topics.replication_factor,
+            topic_disable_leader=True,
+            store="memory://",
+            datadir=str(self.datadir),
+            web_enabled=True,
+            web_host=conf.web_host,
+            web_port=conf.web_port,
+            web_bind=conf.web_host,
+            producer_acks=-1,
+            producer_linger_ms=5,
+        )
+        self.raw_topic = self.app.topic(settings.topics.raw)
+        self.sentiment_topic = self.app.topic(settings.topics.sentiment)
+        self.dlq_topic = self.app.topic(settings.topics.dlq)
+        self.agg_topic = self.app.topic(settings.topics.aggregates)
+        # Hook (retraining): optional emoticon/emoji weak labels to tweets.labeled; off by default.
+        rt = settings.retrain
+        self.weak_labeler = WeakLabeler(rt.weak_label_rate) if rt.weak_labels else None
+        self.labeled_topic = self.app.topic(settings.topics.labeled)
+        self.count_events = self.app.topic(f"{conf.app_id}-label-count-events", internal=True)
+        self.counts = self.app.Table(
+            "label-counts", default=int, help="tweets per tag|label per tumbling window"
+        ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))
+        self._wire()
+        metrics.MODEL.info({"version": classifier.version, "provider": classifier.provider})
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def _wire(self) -> None:
+        app = self.app
+        app.agent(self.raw_topic, name="classify")(self._classify_agent)
+        app.agent(self.count_events, name="count-labels")(self._count_agent)
+        app.task(self._watch_models)
+        app.timer(self.conf.lag_interval_s)(self._update_lag)
+        app.page("/tweetpulse/status/")(self._status_view)
+        app.page("/tweetpulse/counts/")(self._counts_view)
+        app.page("/tweetpulse/metrics/")(self._metrics_view)
+
+    # -- classification -----------------------------------------------------------------------
+
+    async def _classify_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_wait_s):
+            await run_to_completion(self.process_batch(events))
+
+    async def process_batch(self, events: list[Any]) -> None:
+        """Classify one micro-batch and wait until every output is acknowledged by the broker."""
+        metrics.MESSAGES_IN.inc(len(events))
+        metrics.BATCH_SIZE.observe(len(events))
+        good: list[tuple[Any, RawTweet]] = []
+        letters: list[tuple[bytes | None, DeadLetter]] = []
+        for event in events:
+            msg = event.message
+            try:
+                good.append((msg, parse_raw(msg.value)))
+            except BadMessageError as bad:
+                letters.append(
+                    (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+                )
+        results, failed = await self._classify([tweet for _, tweet in good])
+        for bad in failed:
+            msg = good[bad.index][0]
+            letters.append(
+                (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+            )
+        outputs = [(self.sentiment_topic, r.key, r.to_bytes()) for r in results]
+        outputs += [(self.dlq_topic, key, letter.to_bytes()) for key, letter in letters]
+        outputs += self._count_outputs(good, results)
+        if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
+            weak = self.weak_labeler.label_all(tweet for _, tweet in good)
+            outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
+        await self._send_all(outputs)
+        self._record(events, results, letters)
+
+    async def _classify(self, tweets: list[RawTweet]) -> tuple[list[SentimentResult], list[Any]]:
+        """Results in order; if the model itself fails, every tweet becomes a dead letter instead."""
+        if not tweets:
+            return [], []
+        classifier = self.classifier  # one model per batch: a swap takes effect at the next batch
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            predictions = await loop.run_in_executor(
+                self.inference, classifier.classify, [t.text for t in tweets]
+            )
+        except Exception as exc:
+            log.exception("inference failed; batch goes to the DLQ", extra={"batch": len(tweets)})
+            return [], [_InferenceError(i, exc) for i in range(len(tweets))]
+        elapsed = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.observe(elapsed)
+        per_tweet_ms = elapsed * 1000 / len(tweets)
+        return [
+            result_for(t, p, classifier.version, per_tweet_ms)
+            for t, p in zip(tweets, predictions, strict=True)
+        ], []
+
+    def _count_outputs(self, good: list[tuple[Any, RawTweet]], results: list[SentimentResult]) -> list:
+        counts: Counter[str] = Counter()
+        for (_, tweet), result in zip(good, results, strict=False):
+            for tag in aggregate_tags(tweet):
+                counts[f"{tag}|{result.label}"] += 1
+        return [(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
+
+    async def _send_all(self, outputs: list[tuple[Any, bytes | None, bytes]]) -> None:
+        """Send and wait for every ack; retry the whole set (at-least-once) and exit if it never lands."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                futures = [
+                    await topic.send(key=key, value=value, force=True) for topic, key, value in outputs
+                ]
+                await asyncio.gather(*futures)
+                return
+            except Exception:
+                metrics.SEND_RETRIES.inc()
+                log.exception("sending results failed", extra={"attempt": attempt, "outputs": len(outputs)})
+                await asyncio.sleep(min(2**attempt, 30))
+        # Leaving the agent body would ack unsent events; exiting leaves their offsets uncommitted.
+        log.critical("results could not be produced; exiting so another worker takes over")
+        os._exit(70)
+
+    def _record(
+        self, events: list[Any], results: list[SentimentResult], letters: list[tuple[Any, DeadLetter]]
+    ) -> None:
+        for event in events:
+            self.next_offsets[event.message.tp] = event.message.offset + 1
+        for result in results:
+            metrics.RESULTS_OUT.labels(result.label).inc()
+            latency = (result.classified_at - result.ingested_at).total_seconds()
+            metrics.END_TO_END_SECONDS.observe(max(latency, 0.0))
+        for _, letter in letters:
+            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+            log.warning(
+                "dead letter",
+                extra={
+                    "reason": letter.reason,
+                    "error": letter.error[:300],
+                    "partition": letter.source_partition,
+                    "offset": letter.source_offset,
+                },
+            )
+
+    # -- aggregates -----------------------------------------------------------------------------
+
+    async def _count_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            key = event.key.decode()
+            self.counts[key] += int(event.value)
+            start = self._window_start(event.message.timestamp)
+            tag, label = key.rsplit("|", 1)
+            update = {
+                "tag": tag,
+                "label": label,
+                "window_start": start.isoformat(),
+                "window_end": (start + timedelta(seconds=self.conf.agg_window_s)).isoformat(),
+                "count": self.counts[key].current(),
+            }
+            # Not forced: Faust publishes it before committing the count event's offset.
+            await self.agg_topic.send(
+                key=f"{key}|{update['window_start']}".encode(), value=json.dumps(update).encode()
+            )
+
+    def _window_start(self, timestamp: float) -> datetime:
+        size = self.conf.agg_window_s
+        return datetime.fromtimestamp(timestamp - timestamp % size, UTC)
+
+    # -- model hot swap -----------------------------------------------------------------------
+
+    async def _watch_models(self) -> None:
+        """Follows the compacted models topic (no consumer group: every worker reads all of it)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.settings.topics.models, 0)
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_options(self.settings.kafka))
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            latest = None
+            while await consumer.position(tp) < end:  # catch up: only the newest announcement counts
+                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    latest = _announced_version(record.value) or latest
+            if latest:
+                await self.swap_to(latest)
+            async for record in consumer:
+                version = _announced_version(record.value)
+                if version:
+                    await self.swap_to(version)
+        finally:
+            await consumer.stop()
+
+    async def swap_to(self, version: str) -> bool:
+        """Load, verify and warm `version` off the event loop, then serve it from the next batch on."""
+        if version == self.classifier.version:
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(self.loader, self._load, version)
+        except ArtifactError as exc:
+            metrics.MODEL_SWAPS.labels("refused").inc()
+            log.error(
+                "model refused; the current one keeps serving",
+                extra={"version": version, "serving": self.classifier.version, "error": str(exc)},
+            )
+            return False
+        old, self.classifier = self.classifier, new
+        metrics.MODEL_SWAPS.labels("swapped").inc()
+        metrics.MODEL.info({"version": new.version, "provider": new.provider})
+        log.info("model swapped", extra={"from": old.version, "to": new.version})
+        return True
+
+    def _load(self, version: str) -> Classifier:
+        artifact = ModelRegistry(self.settings.registry.root).load(version)
+        c = self.conf
+        return load_classifier(artifact, c.provider, c.model_variant, c.ort_threads, c.inference_chunk)
+
+    # -- monitoring ---------------------------------------------------------------------------
+
+    async def _update_lag(self) -> None:
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.topics.raw:
+                continue
+            position = self.next_offsets.get(tp)
+            if position is None:
+                position = await consumer.position(tp)
+            if position is not None:
+                lag = max(consumer.highwater(tp) - position, 0)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def status(self) -> dict[str, Any]:
+        assigned = sorted(
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.raw
+        )
+        return {
+            "worker": self.worker_name,
+            "app_id": self.conf.app_id,
+            "model_version": self.classifier.version,
+            "provider": self.classifier.provider,
+            "assigned_partitions": assigned,
+            "rebalancing": bool(self.app.rebalancing),
+            "processed_offsets": {f"{tp.topic}:{tp.partition}": o for tp, o in self.next_offsets.items()},
+        }
+
+    async def _status_view(self, request: Any) -> Any:
+        return self.app.web.json(self.status())
+
+    async def _counts_view(self, request: Any) -> Any:
+        rows = []
+        for (key, (start, end)), count in sorted(self.counts.table.data.items()):
+            tag, label = key.rsplit("|", 1)
+            rows.append(
+                {
+                    "tag": tag,
+                    "label": label,
+                    "window_start": datetime.fromtimestamp(start, UTC).isoformat(),
+                    "window_end": datetime.fromtimestamp(round(end), UTC).isoformat(),
+                    "count": count,
+                }
+            )
+        return self.app.web.json({"worker": self.worker_name, "counts": rows})
+
+    async def _metrics_view(self, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return self.app.web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    def close(self) -> None:
+        self.inference.shutdown(wait=False)
+        self.loader.shutdown(wait=False)
+        if self.conf.datadir is None:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _announced_version(value: bytes | None) -> str | None:
+    try:
+        return ModelAnnouncement.from_bytes(value or b"").version
+    except ContractError as exc:
+        log.error("bad model announcement ignored", extra={"error": str(exc)})
+        return None
+
+
+class _InferenceError(BadMessageError):
+    def __init__(self, index: int, exc: Exception) -> None:
+        super().__init__("inference-error", f"model failed on this batch: {exc}")
+        self.index = index
+
+
+def load_production(settings: Settings) -> Classifier:
+    """The registry's production model, verified and warmed; :class:`ArtifactError` if there is none."""
+    c = settings.processor
+    artifact = ModelRegistry(settings.registry.root).load()
+    return load_classifier(artifact, c.provider, c.model_variant, c.ort_threads, c.inference_chunk)
+
+
+def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None = None) -> int:
+    """Start one worker in this process; returns when it stops (SIGINT / SIGTERM)."""
+    import faust
+
+    processor = Processor(settings, load_production(settings))
+    if on_ready:
+        on_ready(processor)
+    worker = faust.Worker(
+        processor.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        processor.close()
+    return 0

@@ -1,0 +1,160 @@
+"""The ONNX sentiment classifier: a fast tokenizer and an ONNX Runtime session, nothing else.
+
+Independent of Kafka and Faust so benchmarks can measure raw model throughput with the same code.
+No torch, no transformers: a processor host needs only ``tokenizers``, ``onnxruntime`` and numpy.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tweetpulse.contracts import LABELS
+from tweetpulse.registry import ArtifactError, ModelArtifact
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["auto", "cpu", "cuda"]
+Variant = Literal["auto", "int8", "fp32"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+
+
+def gpu_present() -> bool:
+    """A CUDA device node exists (onnxruntime-gpu lists CUDA as available even without a GPU)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def choose_providers(preference: Provider) -> list[str]:
+    """Execution providers in priority order; CUDA first only when asked for or a GPU is present."""
+    import onnxruntime as ort
+
+    cuda_usable = CUDA in ort.get_available_providers()
+    if preference == "cuda":
+        if not cuda_usable:
+            raise ArtifactError("provider 'cuda' requested but onnxruntime has no CUDAExecutionProvider")
+        return [CUDA, CPU]
+    if preference == "auto" and cuda_usable and gpu_present():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """Classifies lists of texts; thread-safe for one caller at a time (ORT releases the GIL)."""
+
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        provider: Provider = "auto",
+        variant: Variant = "auto",
+        threads: int = 0,
+        chunk_size: int = 64,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.artifact = artifact
+        self.version = artifact.version
+        self.chunk_size = chunk_size
+        self.id2label = artifact.id2label
+        providers = choose_providers(provider)
+        if variant == "auto":
+            variant = "fp32" if providers[0] == CUDA else "int8"
+        self.model_path = artifact.onnx_path(variant)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+            self.tokenizer = Tokenizer.from_file(str(artifact.path / "tokenizer.json"))
+        except Exception as exc:  # onnxruntime and tokenizers raise their own base exceptions
+            raise ArtifactError(f"{artifact.path}: cannot open model ({exc})") from exc
+        self.tokenizer.no_padding()  # padding is per length-sorted chunk, below
+        self.tokenizer.enable_truncation(max_length=artifact.max_length)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.provider = self.session.get_providers()[0]
+        pad = self.tokenizer.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+
+    def __repr__(self) -> str:
+        return f"Classifier(version={self.version!r}, model={self.model_path.name}, provider={self.provider})"
+
+    def classify(self, texts: list[str]) -> list[Prediction]:
+        """One prediction per text, in input order."""
+        if not texts:
+            return []
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        probabilities = np.empty((len(texts), len(self.id2label)), dtype=np.float32)
+        for start in range(0, len(order), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            probabilities[chunk] = softmax(self._logits([encodings[i] for i in chunk]))
+        labels = [self.id2label[i] for i in range(len(self.id2label))]
+        return [
+            Prediction(
+                labels[int(row.argmax())], {label: float(p) for label, p in zip(labels, row, strict=True)}
+            )
+            for row in probabilities
+        ]
+
+    def _logits(self, encodings: list) -> np.ndarray:
+        """Pads one chunk to its longest text (dynamic padding) and runs the session."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = 1
+            types[row, :n] = enc.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+
+    def warm_up(self) -> float:
+        """Runs one small batch so the first real batch does not pay for lazy initialisation."""
+        started = time.perf_counter()
+        self.classify(["warming up the model", "a second, somewhat longer warm-up text"])
+        return time.perf_counter() - started
+
+
+def load_classifier(
+    artifact: ModelArtifact,
+    provider: Provider = "auto",
+    variant: Variant = "auto",
+    threads: int = 0,
+    chunk_size: int = 64,
+) -> Classifier:
+    """Open and warm a classifier; raises :class:`ArtifactError` for a model that cannot serve."""
+    classifier = Classifier(artifact, provider, variant, threads, chunk_size)
+    try:
+        warm_s = classifier.warm_up()
+    except Exception as exc:
+        raise ArtifactError(f"{artifact.path}: model fails on a warm-up batch ({exc})") from exc
+    if set(classifier.id2label.values()) != set(LABELS):
+        raise ArtifactError(
+            f"{artifact.path}: labels {sorted(classifier.id2label.values())} are not sentiment"
+        )
+    log.info(
+        "model loaded",
+        extra={"version": classifier.version, "provider": classifier.provider, "warm_up_s": round(warm_s, 3)},
+    )
+    return classifier

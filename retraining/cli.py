@@ -1,0 +1,116 @@
+"""`tweetpulse retrain`: one gated retraining run, or a scheduler (interval and/or drift-triggered)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tweetpulse.settings import RetrainSettings, Settings, SettingsError
+
+# CLI option -> RetrainSettings field
+OVERRIDES = {
+    "data": "base_data",
+    "val": "val_file",
+    "preset": "preset",
+    "max_steps": "max_steps",
+    "max_base_samples": "max_base_samples",
+    "tolerance": "tolerance",
+    "work_dir": "work_dir",
+}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "retrain",
+        help="retrain on new labels, gate against production, publish only if not worse",
+        description="Gather the base training data plus the labeled topic (human feedback and weak labels; "
+        "deduplicated, newest first, capped, within a recency window, weak labels capped at a share), "
+        "fine-tune and export a candidate, score it and the production model on the same fixed validation "
+        "set, and publish + promote + announce it only if its accuracy is at most --tolerance below "
+        "production's; otherwise production is kept. Every decision is appended with both scores to "
+        "REGISTRY/retrain-decisions.jsonl. Without --every/--on-drift: one run (cron, Kubernetes "
+        "CronJob) that prints the decision as JSON; exit status 0 when it promoted or kept production, "
+        "1 when the run failed. Settings: TWEETPULSE_RETRAIN__* (the options below override them).",
+    )
+    p.add_argument(
+        "--every", metavar="DURATION", help="keep running and retrain every DURATION (90s, 30m, 6h, 1d)"
+    )
+    p.add_argument(
+        "--on-drift",
+        action="store_true",
+        help="keep running, watch tweets.sentiment for drift (events go to tweets.drift) and retrain early "
+        "on any drift event, at most once per retrain.drift_cooldown_s",
+    )
+    p.add_argument(
+        "--at-start", action="store_true", help="with --every: run once right away, then every DURATION"
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="SPEC",
+        help="base training data: files, builtin, hf:NAME, kafka:TOPIC (retrain.base_data; default builtin)",
+    )
+    p.add_argument(
+        "--val",
+        type=Path,
+        metavar="FILE",
+        help="the fixed validation file of the gate (retrain.val_file; default a seeded hold-out of the base data)",
+    )
+    p.add_argument("--preset", help="training preset: seed or best (retrain.preset)")
+    p.add_argument("--max-steps", type=int, help="cap on training steps (retrain.max_steps)")
+    p.add_argument(
+        "--max-base-samples", type=int, help="base examples used per run (retrain.max_base_samples)"
+    )
+    p.add_argument(
+        "--tolerance", type=float, help="accuracy a candidate may lose against production (retrain.tolerance)"
+    )
+    p.add_argument("--work-dir", type=Path, help="keep checkpoints and exports here (retrain.work_dir)")
+    p.set_defaults(handler=_retrain)
+
+
+def _retrain(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        settings = _with_overrides(args, settings)
+        if args.every is None and not args.on_drift:
+            return _one_run(settings)
+        return _scheduled(args, settings)
+    except (SettingsError, ValueError) as exc:
+        print(f"tweetpulse retrain: {exc}", file=sys.stderr)
+        return 2
+
+
+def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    from pydantic import ValidationError
+
+    changes = {
+        field: getattr(args, arg) for arg, field in OVERRIDES.items() if getattr(args, arg) is not None
+    }
+    try:
+        conf = RetrainSettings.model_validate({**settings.retrain.model_dump(), **changes})
+    except ValidationError as exc:
+        raise SettingsError(str(exc)) from None
+    return settings.model_copy(update={"retrain": conf})
+
+
+def _one_run(settings: Settings) -> int:
+    from tweetpulse.retraining.run import retrain_once
+
+    decision = retrain_once(settings)
+    print(json.dumps({"action": decision.action, "reason": decision.reason, "version": decision.new_version}))
+    return 1 if decision.action == "failed" else 0  # keeping production is a normal outcome
+
+
+def _scheduled(args: argparse.Namespace, settings: Settings) -> int:
+    from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
+
+    every = parse_duration(args.every) if args.every else None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_scheduler(settings, Schedule(every, args.on_drift, args.at_start), stop)
+    return 0

@@ -1,0 +1,228 @@
+"""Drift detection on the classified stream: positive rate and mean confidence per tumbling window.
+
+The processors' aggregate records count labels but carry no confidence, so the detector reads the
+results (``tweets.sentiment``) itself. Windows are by ``classified_at``; a window is compared once
+the wall clock is a full window past its end and the consumer has nothing more to read right now,
+so results from partitions that are read in turn all land in their window first. The first ``reference_windows`` windows with
+at least ``min_count`` results form the reference. After a drift event, or when the serving model
+changes, the reference starts again, so one shift gives one event and a new model is not "drift".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tweetpulse.contracts import ContractError, DriftEvent, SentimentResult
+from tweetpulse.retraining.offsets import watermarks
+from tweetpulse.settings import RetrainSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Window:
+    start: datetime
+    count: int = 0
+    positives: int = 0
+    confidence_sum: float = 0.0
+    versions: Counter[str] = field(default_factory=Counter)
+
+    def add(self, result: SentimentResult) -> None:
+        self.count += 1
+        self.positives += result.label == "positive"
+        self.confidence_sum += max(result.probabilities.values())
+        self.versions[result.model_version] += 1
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.count
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.confidence_sum / self.count
+
+    @property
+    def model_version(self) -> str:
+        return self.versions.most_common(1)[0][0]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    window_s: int
+    min_count: int
+    reference_windows: int
+    positive_rate_delta: float
+    confidence_delta: float
+
+    @classmethod
+    def from_settings(cls, conf: RetrainSettings) -> Thresholds:
+        return cls(
+            conf.drift_window_s,
+            conf.drift_min_count,
+            conf.drift_reference_windows,
+            conf.drift_positive_rate_delta,
+            conf.drift_confidence_delta,
+        )
+
+
+class DriftDetector:
+    """Feed results with :meth:`add`; :meth:`close_stale` compares the finished windows."""
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.t = thresholds
+        self.open: dict[datetime, Window] = {}
+        self.reference: list[Window] = []
+        self.late = 0  # results for windows already closed (not counted anywhere)
+        self.closed_before: datetime | None = None
+
+    def window_start(self, when: datetime) -> datetime:
+        ts = when.timestamp()
+        return datetime.fromtimestamp(ts - ts % self.t.window_s, UTC)
+
+    def add(self, result: SentimentResult) -> None:
+        start = self.window_start(result.classified_at)
+        if self.closed_before is not None and start < self.closed_before:
+            self.late += 1
+            return
+        self.open.setdefault(start, Window(start)).add(result)
+
+    def close_before(self, cutoff: datetime) -> list[DriftEvent]:
+        """Close every window that starts before `cutoff` (oldest first) and compare it."""
+        events = []
+        for start in sorted(s for s in self.open if s < cutoff):
+            event = self._compare(self.open.pop(start))
+            if event is not None:
+                events.append(event)
+        self.closed_before = max(self.closed_before or cutoff, cutoff)
+        return events
+
+    def close_stale(self, now: datetime | None = None) -> list[DriftEvent]:
+        """Close windows that ended a full window ago by the wall clock (a quiet stream)."""
+        now = now or datetime.now(UTC)
+        return self.close_before(self.window_start(now) - timedelta(seconds=self.t.window_s))
+
+    def _compare(self, window: Window) -> DriftEvent | None:
+        if window.count < self.t.min_count:
+            return None
+        if self.reference and window.model_version != self.reference[-1].model_version:
+            log.info("serving model changed; drift reference restarts", extra={"model": window.model_version})
+            self.reference = [window]
+            return None
+        if len(self.reference) < self.t.reference_windows:
+            self.reference.append(window)
+            return None
+        event = self._event(window)
+        if event is not None:
+            self.reference = [window]  # the new regime is the baseline from now on
+        return event
+
+    def _event(self, window: Window) -> DriftEvent | None:
+        count = sum(w.count for w in self.reference)
+        ref_rate = sum(w.positives for w in self.reference) / count
+        ref_conf = sum(w.confidence_sum for w in self.reference) / count
+        reasons = []
+        rate_delta = window.positive_rate - ref_rate
+        if abs(rate_delta) > self.t.positive_rate_delta:
+            reasons.append(
+                f"positive rate {window.positive_rate:.3f} vs reference {ref_rate:.3f} "
+                f"(|delta| {abs(rate_delta):.3f} > {self.t.positive_rate_delta})"
+            )
+        conf_delta = window.mean_confidence - ref_conf
+        if abs(conf_delta) > self.t.confidence_delta:
+            reasons.append(
+                f"mean confidence {window.mean_confidence:.3f} vs reference {ref_conf:.3f} "
+                f"(|delta| {abs(conf_delta):.3f} > {self.t.confidence_delta})"
+            )
+        if not reasons:
+            return None
+        return DriftEvent(
+            window_start=window.start,
+            window_end=window.start + timedelta(seconds=self.t.window_s),
+            count=window.count,
+            positive_rate=round(window.positive_rate, 6),
+            mean_confidence=round(window.mean_confidence, 6),
+            reference_count=count,
+            reference_positive_rate=round(ref_rate, 6),
+            reference_mean_confidence=round(ref_conf, 6),
+            reasons=reasons,
+            model_version=window.model_version,
+        )
+
+
+class DriftMonitor:
+    """Consumes ``tweets.sentiment``, runs a :class:`DriftDetector`, produces events to ``tweets.drift``.
+
+    Malformed results are skipped and counted: the processors wrote them, and the dead-letter topic
+    is for the processors' input.
+    """
+
+    def __init__(self, settings: Settings, group_id: str | None = None, from_beginning: bool = False) -> None:
+        self.settings = settings
+        self.detector = DriftDetector(Thresholds.from_settings(settings.retrain))
+        self.group_id = group_id or f"tweetpulse-drift-{uuid.uuid4().hex[:8]}"
+        self.from_beginning = from_beginning
+        self.events: list[DriftEvent] = []
+        self.malformed = 0
+
+    def run(self, stop: threading.Event | None = None, until_caught_up: bool = False) -> list[DriftEvent]:
+        """Follow the results until `stop` is set, or (`until_caught_up`) to the end offsets of now."""
+        from confluent_kafka import Consumer, Producer
+
+        from tweetpulse.kafka import producer_config
+
+        topic = self.settings.topics.sentiment
+        consumer = Consumer(
+            self.settings.kafka.confluent_config(
+                **{
+                    "group.id": self.group_id,
+                    "auto.offset.reset": "earliest" if self.from_beginning else "latest",
+                    "enable.auto.commit": True,
+                }
+            )
+        )
+        producer = Producer(producer_config(self.settings))
+        ends = _end_offsets(consumer, topic) if until_caught_up else None
+        consumer.subscribe([topic])
+        try:
+            while not (stop and stop.is_set()) and not (ends is not None and not ends):
+                messages = consumer.consume(num_messages=500, timeout=0.5)
+                for msg in messages:
+                    if msg.error() is None:
+                        self._on_message(msg.value())
+                        _mark_read(ends, msg.partition(), msg.offset())
+                if not messages:  # caught up for now: every partition's results are in their windows
+                    self._publish(producer, self.detector.close_stale())
+            self._publish(producer, self.detector.close_stale())
+        finally:
+            consumer.close()
+            producer.flush(30)
+        return self.events
+
+    def _on_message(self, value: bytes | None) -> None:
+        try:
+            self.detector.add(SentimentResult.from_bytes(value or b""))
+        except ContractError:
+            self.malformed += 1
+
+    def _publish(self, producer, events: list[DriftEvent]) -> None:
+        for event in events:
+            producer.produce(self.settings.topics.drift, key=b"drift", value=event.to_bytes())
+            log.warning("drift detected", extra={"reasons": event.reasons, "window": str(event.window_start)})
+            self.events.append(event)
+        if events:
+            producer.flush(30)
+
+
+def _end_offsets(consumer, topic: str) -> dict[int, int]:
+    """Partition -> high watermark now, for partitions that hold anything."""
+    return {p: high for p, (low, high) in watermarks(consumer, topic).items() if high > low}
+
+
+def _mark_read(ends: dict[int, int] | None, partition: int, offset: int) -> None:
+    if ends is not None and partition in ends and offset + 1 >= ends[partition]:
+        del ends[partition]

@@ -1,0 +1,173 @@
+"""One retraining run: gather data, fine-tune and export a candidate, gate it, publish or keep production.
+
+Every decision (both scores, the reason, the versions, the data counts) is appended to
+``REGISTRY_ROOT/retrain-decisions.jsonl`` and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tweetpulse.registry import ArtifactError, ModelRegistry, announce_production
+from tweetpulse.retraining.data import Gathered, gather
+from tweetpulse.retraining.gate import Score, decide, score_model
+from tweetpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DECISIONS = "retrain-decisions.jsonl"
+
+
+@dataclass
+class Decision:
+    """What a run decided and why; one line of the decisions log."""
+
+    action: str  # promoted | kept-production | failed
+    reason: str
+    trigger: str
+    candidate: dict[str, Any] | None
+    production: dict[str, Any] | None
+    production_version: str | None
+    new_version: str | None
+    tolerance: float
+    data: dict[str, int] = field(default_factory=dict)
+    candidate_path: str | None = None  # the exported candidate, when retrain.work_dir keeps it
+    started_at: str = ""
+    seconds: float = 0.0
+
+    @property
+    def promoted(self) -> bool:
+        return self.action == "promoted"
+
+
+def retrain_once(
+    settings: Settings,
+    trigger: str = "manual",
+    registry_root: Path | None = None,
+    train_overrides: dict[str, Any] | None = None,
+) -> Decision:
+    """Run the whole loop once. `train_overrides` are extra TrainConfig fields (e.g. ``seed``)."""
+    conf = settings.retrain
+    registry = ModelRegistry(registry_root or settings.registry.root)
+    started, clock = datetime.now(UTC), time.monotonic()
+    work_dir = conf.work_dir or Path(tempfile.mkdtemp(prefix="tweetpulse-retrain-"))
+    production_version = registry.production()
+    decision = Decision("failed", "", trigger, None, None, production_version, None, conf.tolerance)
+    try:
+        gathered = gather(settings)
+        decision.data = gathered.counts
+        folder, fields = _train_candidate(settings, gathered, work_dir, train_overrides or {})
+        if conf.work_dir is not None:
+            decision.candidate_path = str(folder)
+        decision.production_version = registry.production()  # it may have changed while training
+        candidate = score_model(folder, gathered.val, conf.gate_variant, fields["max_length"])
+        production = _score_production(registry, gathered.val, conf.gate_variant)
+        verdict = decide(candidate, production, conf.tolerance)
+        decision.candidate = candidate.as_dict()
+        decision.production = production.as_dict() if production else None
+        decision.reason = verdict.reason
+        decision.action = "kept-production"
+        if verdict.promote:
+            decision.new_version = _publish(settings, registry, folder, fields, decision)
+            decision.action = "promoted"
+    except Exception as exc:  # a scheduler must outlive a bad run; the decision says what happened
+        decision.action = "failed"
+        serving = registry.production()
+        outcome = "production kept" if serving == decision.production_version else f"production is {serving}"
+        decision.reason = f"{type(exc).__name__}: {exc}; {outcome}"
+        log.exception("retraining failed", extra={"production": serving})
+    finally:
+        decision.started_at = started.isoformat()
+        decision.seconds = round(time.monotonic() - clock, 1)
+        record(registry, decision)
+        if conf.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return decision
+
+
+def _train_candidate(
+    settings: Settings, gathered: Gathered, work_dir: Path, overrides: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """Fine-tune and export (verified by the training pipeline's parity gates), without publishing."""
+    from tweetpulse.training.pipeline import train_and_export
+    from tweetpulse.training.presets import TrainConfig
+
+    conf = settings.retrain
+    train_file, val_file = gathered.write(work_dir / "data")
+    config = TrainConfig(
+        data=[str(train_file)],
+        val=str(val_file),
+        preset=conf.preset,
+        max_steps=conf.max_steps,
+        output=work_dir / "train",
+        publish=False,
+        promote=False,
+        announce=False,
+        progress=False,
+        **overrides,
+    )
+    (work_dir / "train").mkdir(parents=True, exist_ok=True)
+    return train_and_export(config, settings, work_dir / "train")
+
+
+def _publish(
+    settings: Settings, registry: ModelRegistry, folder: Path, fields: dict[str, Any], decision: Decision
+) -> str:
+    """Publish, promote and announce the candidate; its manifest records the gate's evidence."""
+    evidence = {
+        "trigger": decision.trigger,
+        "candidate": decision.candidate,
+        "production": decision.production,
+        "replaced": decision.production_version,
+        "data": decision.data,
+    }
+    version = registry.publish(folder, {**fields, "retrain": evidence})
+    registry.promote(version)
+    announce_production(settings, version, registry_root=registry.root)
+    return version
+
+
+def _score_production(registry: ModelRegistry, val: list, variant: str) -> Score | None:
+    if registry.production() is None:
+        return None
+    try:
+        artifact = registry.load()
+    except ArtifactError as exc:  # a broken production model is no bar for a verified candidate
+        log.error("production model unusable; it does not count in the gate", extra={"error": str(exc)})
+        return None
+    return score_model(artifact.path, val, variant, artifact.max_length)
+
+
+def record(registry: ModelRegistry, decision: Decision) -> None:
+    """Append the decision to the registry's decisions log and log it with both scores."""
+    registry.root.mkdir(parents=True, exist_ok=True)
+    entry = asdict(decision)
+    with (registry.root / DECISIONS).open("a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    level = logging.ERROR if decision.action == "failed" else logging.INFO
+    log.log(
+        level,
+        f"retrain decision: {decision.action}",
+        extra={
+            "action": decision.action,
+            "reason": decision.reason,
+            "candidate_accuracy": (decision.candidate or {}).get("accuracy"),
+            "production_accuracy": (decision.production or {}).get("accuracy"),
+            "production_version": decision.production_version,
+            "new_version": decision.new_version,
+        },
+    )
+
+
+def decisions(registry_root: Path) -> list[dict[str, Any]]:
+    """Every recorded decision, oldest first."""
+    path = Path(registry_root) / DECISIONS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

@@ -1,0 +1,180 @@
+"""The X API sources, with tweepy pointed at the loopback X API server (tests/xapi_server.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from xapi_server import Connection, XApiServer, make_tweet
+
+from tweetpulse.contracts import RawTweet
+from tweetpulse.producers import xapi
+from tweetpulse.producers.sink import KafkaSink
+from tweetpulse.settings import Settings, TwitterSettings
+
+TOKEN = "AAAA-test-bearer-token-0123456789"
+
+
+@pytest.fixture
+def server() -> Iterator[XApiServer]:
+    with XApiServer(TOKEN) as srv:
+        yield srv
+
+
+def fast_twitter(server: XApiServer, **extra: object) -> TwitterSettings:
+    """Real backoff logic with small waits, so the scenarios run in seconds."""
+    return TwitterSettings(
+        bearer_token=TOKEN,
+        api_base_url=server.url,
+        keepalive_timeout_s=1.0,
+        network_backoff_step_s=0.05,
+        http_backoff_start_s=0.1,
+        rate_limit_backoff_start_s=0.1,
+        **extra,
+    )
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_rules_are_added_replaced_listed_and_deleted(server: XApiServer) -> None:
+    client = xapi.rules_client(fast_twitter(server))
+    xapi.sync_rules(client, [xapi.parse_rule("cats:pets"), xapi.parse_rule("stale")], "add")
+    xapi.sync_rules(client, [xapi.parse_rule("cats:pets")], "add")  # already there: no duplicate
+    assert sorted((r.value, r.tag) for r in xapi.list_rules(client)) == [("cats", "pets"), ("stale", "stale")]
+
+    active = xapi.sync_rules(
+        client, [xapi.parse_rule("cats:pets"), xapi.parse_rule("dogs lang:en:dogs")], "replace"
+    )
+    assert sorted((r.value, r.tag) for r in active) == [("cats", "pets"), ("dogs lang:en", "dogs")]
+
+    assert xapi.delete_rules(client, [r.id for r in active]) == 2
+    assert xapi.list_rules(client) == []
+
+
+def test_parse_rule_takes_the_tag_after_the_last_colon() -> None:
+    assert xapi.parse_rule("from:jack lang:en:jack") == ("from:jack lang:en", "jack", None)
+    assert xapi.parse_rule("kittens") == ("kittens", "kittens", None)
+    with pytest.raises(ValueError, match="empty"):
+        xapi.parse_rule("  ")
+
+
+def test_stream_puts_every_tweet_in_kafka_once_with_its_rule_tags_through_disconnects_and_429(
+    server: XApiServer, settings: Settings, consume_all
+) -> None:
+    tweets = [make_tweet(n) for n in range(9)]
+    tweets[4] = make_tweet(4, "Ünïcødé «quotes» and\nnewlines\tand emoji 👩‍👩‍👧 survive intact")
+    server.script = [
+        # blank keep-alive lines between tweets, then a drop in the middle of a chunk
+        Connection(
+            [
+                ("tweet", tweets[0], ["pets"]),
+                ("keepalive",),
+                ("tweet", tweets[1], ["pets", "dogs"]),
+                ("drop",),
+            ]
+        ),
+        Connection(status=429, reset_in_s=1),
+        # the reconnect replays the last tweet before the drop; then an operational disconnect
+        Connection(
+            [("tweet", tweets[1], ["pets", "dogs"]), ("tweet", tweets[2], ["dogs"]), ("operational",)]
+        ),
+        # keep-alives for longer than the keep-alive timeout keep the stream up ...
+        Connection(
+            [("tweet", tweets[3], ["pets"]), *[("keepalive",)] * 8, ("tweet", tweets[4], ["pets"]), ("end",)]
+        ),
+        # ... but silence past it is a dead stream: reconnect
+        Connection([("tweet", tweets[5], ["dogs"]), ("stall", 2.5)]),
+        Connection(
+            [("tweet", tweets[5], ["dogs"]), ("tweet", tweets[6], ["pets"]), ("tweet", tweets[7], ["dogs"])]
+        ),
+    ]
+    twitter = fast_twitter(server)
+    xapi.sync_rules(xapi.rules_client(twitter), [xapi.parse_rule("cats:pets"), xapi.parse_rule("dogs:dogs")])
+    server.keepalive_every_s = 0.3  # 8 keep-alives span 2.4 s > the 1 s timeout
+
+    with KafkaSink(settings) as sink:
+        emitter = xapi.TweetEmitter(sink.send, twitter.dedupe_window)
+        stream = xapi.FilteredStream(twitter, emitter)
+        runner = threading.Thread(target=stream.run)
+        runner.start()
+        try:
+            assert wait_for(lambda: emitter.counts.emitted == 8), emitter.counts
+        finally:
+            stream.stop()
+            runner.join(10)
+        assert not runner.is_alive()
+    assert sink.stats.delivered == 8 and sink.stats.failed == 0
+
+    counts = emitter.counts
+    assert counts.duplicates == 2  # the two replays after reconnecting
+    assert counts.rate_limited == 1
+    assert counts.reconnects >= 5  # drop, 429, operational-disconnect, end, keep-alive timeout
+    assert server.stream_connections >= 6
+
+    messages = consume_all(settings.topics.raw, 8, timeout=60)
+    received = {m.key().decode(): RawTweet.from_bytes(m.value()) for m in messages}
+    assert len(messages) == 8 and len(received) == 8  # exactly once
+    expected_tags = {
+        0: ["pets"],
+        1: ["pets", "dogs"],
+        2: ["dogs"],
+        3: ["pets"],
+        4: ["pets"],
+        5: ["dogs"],
+        6: ["pets"],
+        7: ["dogs"],
+    }
+    for n, tags in expected_tags.items():
+        sent, got = tweets[n], received[tweets[n]["id"]]
+        assert got.text == sent["text"]
+        assert got.rule_tags == tags
+        assert got.author_id == sent["author_id"] and got.lang == "en" and got.source == "twitter"
+        assert got.created_at is not None and got.created_at.isoformat().startswith("2026-11-26T09:00:0")
+
+
+def test_search_pages_with_since_id_waits_out_429_and_delivers_each_tweet_once(
+    server: XApiServer, settings: Settings, consume_all
+) -> None:
+    server.search_tweets = [make_tweet(n) for n in range(230)]
+    server.search_429s = 1
+    twitter = fast_twitter(server)
+    with KafkaSink(settings) as sink:
+        emitter = xapi.TweetEmitter(sink.send, twitter.dedupe_window)
+        search = xapi.RecentSearch(twitter, emitter, "café lang:en", tag="cafe")
+        assert search.poll_once() == 230  # pages of 100, 100, 30 after one 429
+        assert search.since_id == server.search_tweets[-1]["id"]
+        server.search_tweets += [make_tweet(n) for n in range(230, 250)]
+        assert search.poll_once() == 20
+        assert search.poll_once() == 0
+    assert emitter.counts.emitted == 250 and emitter.counts.duplicates == 0
+    ids = [t["id"] for t in server.search_tweets]
+    assert [q.get("since_id") for q in server.search_requests[-2:]] == [[ids[229]], [ids[249]]]
+
+    messages = consume_all(settings.topics.raw, 250, timeout=60)
+    tweets = [RawTweet.from_bytes(m.value()) for m in messages]
+    assert sorted(t.id for t in tweets) == sorted(t["id"] for t in server.search_tweets)
+    assert all(t.rule_tags == ["cafe"] and t.source == "twitter" for t in tweets)
+
+
+def test_wrong_token_is_refused_and_missing_token_is_a_clear_error(server: XApiServer) -> None:
+    import tweepy
+
+    wrong = TwitterSettings(bearer_token="nope", api_base_url=server.url)
+    with pytest.raises(tweepy.Unauthorized):
+        xapi.list_rules(xapi.rules_client(wrong))
+    with pytest.raises(xapi.MissingTokenError, match="X_BEARER_TOKEN"):
+        xapi.rules_client(TwitterSettings(bearer_token=None))
+
+
+def test_dedupe_window_forgets_the_oldest_ids() -> None:
+    seen = xapi.SeenIds(2)
+    assert seen.add("1") and seen.add("2") and not seen.add("1")
+    assert seen.add("3")  # evicts 2, the least recently seen
+    assert seen.add("2") and not seen.add("3")

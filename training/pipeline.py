@@ -1,0 +1,177 @@
+"""train -> merge -> export -> verify -> publish, behind one function (CLI and retraining call it)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tweetpulse.registry import ModelRegistry, announce_production
+from tweetpulse.settings import Settings
+from tweetpulse.training.data import Example, Splits, load_source, make_splits
+from tweetpulse.training.presets import TrainConfig
+
+log = logging.getLogger(__name__)
+
+PARITY_SAMPLE = 64
+
+
+def load_splits(config: TrainConfig, settings: Settings) -> Splits:
+    """The configured training and validation examples, deterministically split and capped."""
+    train = [ex for spec in config.data for ex in load_source(spec, settings)]
+    val = load_source(config.val, settings) if config.val else None
+    return make_splits(
+        train, val, config.val_fraction, config.seed, config.max_samples, config.max_val_samples
+    )
+
+
+def export_and_verify(
+    model: Any, tokenizer: Any, val: list[Example], max_length: int, work_dir: Path, config: TrainConfig
+) -> tuple[Path, dict[str, Any]]:
+    """Export a merged model and pass the parity gates; returns the folder and the gate results."""
+    from tweetpulse.training.export import check_parity, export_onnx
+    from tweetpulse.training.finetune import torch_logits
+
+    sample = [t for t, _ in val[:PARITY_SAMPLE]]
+    reference = torch_logits(model, tokenizer, sample, max_length)
+    folder = export_onnx(model, tokenizer, work_dir / "export", work_dir)
+    report = check_parity(
+        folder, reference, sample, val, max_length, config.parity_atol, config.int8_max_drop
+    )
+    return folder, {"inputs": report.inputs, "outputs": ["logits"], "export": report.parity}
+
+
+def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Fine-tune, merge, export and verify; returns the export folder and its manifest fields.
+
+    Raises ParityError (nothing is published) when the export fails its gates.
+    """
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.export import write_metrics
+    from tweetpulse.training.finetune import finetune, plot_curve
+
+    preset = config.resolved_preset()
+    base_path, base_name = resolve_base(config.base)
+    splits = load_splits(config, settings)
+    log.info("training", extra={"preset": preset.name, "base": base_name, "train": len(splits.train)})
+    result = finetune(
+        base_path,
+        splits,
+        preset,
+        work_dir,
+        config.max_steps,
+        config.target_modules,
+        config.seed,
+        config.progress,
+    )
+    curve = plot_curve(result.log_history, work_dir / "training-curve.png")
+    folder, gates = export_and_verify(
+        result.model, result.tokenizer, splits.val, preset.max_length, work_dir, config
+    )
+    shutil.copy(curve, folder / curve.name)
+    metrics = {
+        "val_examples": len(splits.val),
+        "train_examples": len(splits.train),
+        "torch_fp32_accuracy": result.eval_metrics.get("eval_accuracy"),
+        "torch_fp32_eval_loss": result.eval_metrics.get("eval_loss"),
+        "onnx_fp32_accuracy": gates["export"]["onnx_fp32_accuracy"],
+        "onnx_int8_accuracy": gates["export"]["onnx_int8_accuracy"],
+        "train_seconds": round(result.train_seconds, 1),
+        "steps": result.steps,
+        "log_history": result.log_history,
+    }
+    write_metrics(folder, metrics)
+    fields = {
+        "base_model": base_name,
+        "preset": preset.name,
+        "training": {k: v for k, v in asdict(preset).items() if k not in ("r", "lora_alpha", "lora_dropout")},
+        "lora": preset.lora_fields(result.target_modules),
+        "data": {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} split"},
+        "data_fingerprint": splits.fingerprint(),
+        "seed": config.seed,
+        "max_steps": config.max_steps,
+        "max_length": preset.max_length,
+        "labels": ["negative", "positive"],
+        **gates,
+        "metrics": {k: v for k, v in metrics.items() if k != "log_history"},
+        "trained_on": platform.node(),
+        "trained_at": datetime.now(UTC).isoformat(),
+    }
+    return folder, fields
+
+
+def publish(folder: Path, fields: dict[str, Any], config: TrainConfig, settings: Settings) -> str:
+    """Publish an exported folder; with ``promote`` make it production (and announce it)."""
+    registry = ModelRegistry(config.registry_root or settings.registry.root)
+    version = registry.publish(folder, fields)
+    log.info("published", extra={"version": version, "registry": str(registry.root)})
+    if config.promote:
+        registry.promote(version)
+        if config.announce:
+            announce_production(settings, version, registry_root=registry.root)
+        log.info("promoted", extra={"version": version})
+    return version
+
+
+def train_and_publish(config: TrainConfig, settings: Settings) -> str | None:
+    """Run the whole pipeline; returns the published version (None with publish=False).
+
+    With ``promote`` the version becomes production, and with ``announce`` it is announced on the
+    compacted models topic so that running processors hot-swap to it.
+    """
+    started = time.monotonic()
+    work_dir = Path(config.output) if config.output else Path(tempfile.mkdtemp(prefix="tweetpulse-train-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder, fields = train_and_export(config, settings, work_dir)
+        if not config.publish:
+            log.info("exported, not published", extra={"folder": str(folder)})
+            return None
+        return publish(folder, fields, config, settings)
+    finally:
+        if config.output is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        log.info("pipeline finished", extra={"seconds": round(time.monotonic() - started, 1)})
+
+
+def export_adapter(
+    adapter: Path,
+    val: list[Example],
+    max_length: int,
+    config: TrainConfig,
+    settings: Settings,
+    work_dir: Path,
+) -> tuple[Path, str | None]:
+    """Merge a saved adapter (``WORK/adapter`` of a training run), export, verify, maybe publish."""
+    import json
+
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.export import write_metrics
+    from tweetpulse.training.finetune import load_merged
+
+    base_path, base_name = resolve_base(config.base)
+    model, tokenizer = load_merged(base_path, adapter)
+    folder, gates = export_and_verify(model, tokenizer, val, max_length, work_dir, config)
+    parity = gates["export"]
+    write_metrics(
+        folder, {k: parity[k] for k in ("val_examples", "onnx_fp32_accuracy", "onnx_int8_accuracy")}
+    )
+    lora = json.loads((adapter / "adapter_config.json").read_text())
+    fields = {
+        "base_model": base_name,
+        "adapter": str(adapter),
+        "lora": {
+            k: lora.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save")
+        },
+        "max_length": max_length,
+        "labels": ["negative", "positive"],
+        **gates,
+    }
+    version = publish(folder, fields, config, settings) if config.publish else None
+    return folder, version

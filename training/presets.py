@@ -1,0 +1,86 @@
+"""Training configuration: the two presets and the run configuration built from the CLI.
+
+Torch-free, so the CLI can show and validate options without loading the training stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TargetScope = Literal["query", "attention", "all"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Hyper-parameters of one fine-tuning recipe."""
+
+    name: str
+    r: int
+    lora_alpha: int
+    lora_dropout: float
+    targets: TargetScope  # which linear layers get adapters; resolved per architecture
+    learning_rate: float
+    batch_size: int
+    epochs: float
+    max_length: int
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    scheduler: str = "linear"
+
+    def lora_fields(self, target_modules: list[str]) -> dict[str, object]:
+        """The LoRA part of the manifest."""
+        return {
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "target_modules": target_modules,
+            "modules_to_save": ["classifier"],
+        }
+
+
+PRESETS: dict[str, Preset] = {
+    # The issue's reference recipe, exactly: r=4, alpha 32, dropout 0.01, query only, lr 1e-3, batch 4.
+    "seed": Preset(
+        "seed", r=4, lora_alpha=32, lora_dropout=0.01, targets="query",
+        learning_rate=1e-3, batch_size=4, epochs=1, max_length=128,
+    ),
+    # Chosen by the search recorded in training/SEARCH.md (the configuration that was actually run).
+    "best": Preset(
+        "best", r=16, lora_alpha=32, lora_dropout=0.05, targets="all",
+        learning_rate=6e-4, batch_size=32, epochs=1, max_length=64,
+        warmup_ratio=0.06, weight_decay=0.01,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """One train -> merge -> export -> verify -> publish run (what `tweetpulse train` builds)."""
+
+    base: str | None = None  # HF id or folder; None: the offline all-MiniLM-L6-v2
+    data: list[str] = field(default_factory=lambda: ["builtin"])
+    val: str | None = None  # validation file; None: a seeded split of `data`
+    preset: str = "seed"
+    max_steps: int | None = None
+    max_samples: int | None = None  # cap on training examples
+    max_val_samples: int | None = None  # cap on validation examples (parity and int8 gates use them)
+    val_fraction: float = 0.1
+    seed: int = 13
+    output: Path | None = None  # work folder (checkpoints, curve, export); None: a temporary one
+    publish: bool = True
+    promote: bool = False
+    announce: bool = True  # announce on the models topic when promoting
+    registry_root: Path | None = None  # None: settings.registry.root
+    target_modules: list[str] | None = None  # overrides the per-architecture resolution
+    overrides: dict[str, object] = field(default_factory=dict)  # Preset fields, e.g. {"batch_size": 16}
+    progress: bool = True
+    parity_atol: float = 1e-3
+    int8_max_drop: float = 0.01
+
+    def resolved_preset(self) -> Preset:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[self.preset], **self.overrides)
