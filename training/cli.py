@@ -176,7 +176,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         config = _config(args, settings)
         config.resolved_preset()
         version = train_and_publish(config, settings)
-    except (ArtifactError, DataError, ValueError, FileNotFoundError) as exc:
+    except (ArtifactError, DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"tweetpulse train: {exc}", file=sys.stderr)
         return 1
     print(version or f"exported to {args.output or 'a temporary folder'} (not published)")
@@ -192,7 +192,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         val = load_source(args.val, settings)
         val = make_splits(val, val, seed=config.seed, max_val=args.max_val_samples).val
         folder, version = export_adapter(args.adapter, val, args.max_length, config, settings, args.output)
-    except (ArtifactError, DataError, ValueError, FileNotFoundError) as exc:
+    except (ArtifactError, DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"tweetpulse export: {exc}", file=sys.stderr)
         return 1
     print(version or folder)

@@ -25,6 +25,7 @@ ROLE_MODULES: list[str] = [
     "tweetpulse.retraining.cli",
     "tweetpulse.training.cli",
     "tweetpulse.models_cli",
+    "tweetpulse.bench.cli",
 ]
 
 

@@ -157,7 +157,7 @@ class ProcessorSettings(BaseModel):
     app_id: str = Field("tweetpulse-processor", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     batch_size: int = Field(64, ge=1, le=10_000)  # most tweets one model call sees
     batch_wait_s: float = Field(0.05, gt=0, le=60)  # longest wait to fill a batch
-    inference_chunk: int = Field(64, ge=1, le=4_096)  # length-sorted sub-batches cut padding
+    inference_chunk: int = Field(16, ge=1, le=4_096)  # length-sorted sub-batches cut padding
     ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads; 0: onnxruntime decides
     provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
     model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA

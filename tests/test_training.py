@@ -1,0 +1,186 @@
+"""Training role: a real short LoRA fine-tune, merge, ONNX export, gates, registry and evaluation.
+
+The slow steps run once per session (tests/conftest.py: tiny_training_run, tiny_model_registry).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from tweetpulse.cli import build_parser
+from tweetpulse.registry import ModelRegistry
+from tweetpulse.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from conftest import TinyTrainingRun
+
+pytest.importorskip("peft", reason="training needs the [train] extra")
+
+
+def test_published_version_has_every_artifact_file_and_manifest_field(
+    tiny_model_registry: ModelRegistry,
+) -> None:
+    artifact = tiny_model_registry.load()
+    files = set(artifact.manifest["files"])
+    assert {
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        "config.json",
+        "metrics.json",
+    } <= files
+    assert artifact.id2label == {0: "negative", 1: "positive"}
+    manifest = artifact.manifest
+    assert manifest["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest["lora"]["target_modules"] == ["query", "key", "value", "dense"]
+    assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest["outputs"] == ["logits"] and manifest["max_length"] == 64
+    assert len(manifest["data_fingerprint"]) == 64 and manifest["preset"] == "best"
+    assert manifest["export"]["max_abs_logit_diff_fp32"] <= manifest["export"]["atol"]
+
+
+def test_onnx_model_scores_validation_texts_with_both_variants(tiny_training_run: TinyTrainingRun) -> None:
+    from tweetpulse.training.predict import OnnxClassifier
+    from tweetpulse.tweetfiles import read_labeled
+
+    artifact = tiny_training_run.registry.load()
+    examples = read_labeled(tiny_training_run.val_file)[:64]
+    texts = [t for t, _ in examples]
+    for variant in ("fp32", "int8"):
+        logits = OnnxClassifier(artifact.onnx_path(variant), artifact.path, artifact.max_length).logits(texts)
+        assert logits.shape == (64, 2) and np.isfinite(logits).all()
+
+
+def test_training_writes_a_curve_and_logs_loss_and_eval_accuracy(tiny_training_run: TinyTrainingRun) -> None:
+    metrics = json.loads((tiny_training_run.registry.load().path / "metrics.json").read_text())
+    history = metrics["log_history"]
+    assert any("loss" in e for e in history) and any("eval_accuracy" in e for e in history)
+    assert metrics["steps"] == 30
+    png = tiny_training_run.work_dir / "training-curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _copy_registry(run: TinyTrainingRun, tmp_path: Path) -> ModelRegistry:
+    """A private copy of the session registry, for tests that change it."""
+    shutil.copytree(run.registry.root, tmp_path / "registry")
+    return ModelRegistry(tmp_path / "registry")
+
+
+def _run_cli(argv: list[str], settings: Settings) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args, settings) or 0)
+
+
+def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(tiny_training_run: TinyTrainingRun) -> None:
+    from tweetpulse.training.export import ParityError, check_parity
+    from tweetpulse.training.predict import OnnxClassifier
+    from tweetpulse.tweetfiles import read_labeled
+
+    artifact = tiny_training_run.registry.load()
+    val = read_labeled(tiny_training_run.val_file)[:32]
+    texts = [t for t, _ in val]
+    logits = OnnxClassifier(artifact.onnx_path("fp32"), artifact.path, artifact.max_length).logits(texts)
+    report = check_parity(artifact.path, logits, texts, val, artifact.max_length, int8_max_drop=1.0)
+    assert report.inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    with pytest.raises(ParityError, match="refusing to publish: ONNX fp32 logits differ from PyTorch"):
+        check_parity(artifact.path, logits + 0.01, texts, val, artifact.max_length)
+    with pytest.raises(ParityError, match="refusing to publish: int8 accuracy"):
+        check_parity(artifact.path, logits, texts, val, artifact.max_length, int8_max_drop=-1.0)
+
+
+def test_evaluate_json_reports_accuracy_macro_f1_and_confusion_for_production(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "confusion.png"
+    argv = ["evaluate", "--data", str(tiny_training_run.val_file), "--max-samples", "150"]
+    argv += ["--registry", str(tiny_training_run.registry.root), "--json", "--plot", str(png)]
+    assert _run_cli(argv, load_settings()) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.0 <= report["macro_f1"] <= 1.0 and 0.0 <= report["accuracy"] <= 1.0
+    assert report["model"] == {
+        "version": tiny_training_run.version,
+        "path": str(tiny_training_run.registry.path(tiny_training_run.version)),
+        "variant": "int8",
+    }
+    assert sum(map(sum, report["confusion_matrix"])) == report["examples"] == 150
+    assert set(report["per_class"]) == {"negative", "positive"}
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_refuses_a_model_whose_checksums_do_not_match(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = _copy_registry(tiny_training_run, tmp_path)
+    (registry.path(tiny_training_run.version) / "model.int8.onnx").write_bytes(b"tampered")
+    argv = ["evaluate", "--data", str(tiny_training_run.val_file), "--registry", str(registry.root), "--json"]
+    assert _run_cli(argv, load_settings()) == 1
+    assert "checksum mismatch for model.int8.onnx" in capsys.readouterr().err
+
+
+def test_models_promote_and_rollback_move_production_and_announce_it(
+    tiny_training_run: TinyTrainingRun,
+    tmp_path: Path,
+    settings: Settings,
+    consume_all: Callable[..., list],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tweetpulse.contracts import ModelAnnouncement
+
+    registry = _copy_registry(tiny_training_run, tmp_path)
+    manifest = registry.load().manifest
+    fields = {k: v for k, v in manifest.items() if k not in ("files", "version", "created_at")}
+    second = registry.publish(tiny_training_run.work_dir / "export", fields)
+    root = ["--registry", str(registry.root)]
+    assert _run_cli(["models", "promote", second, *root], settings) == 0
+    assert registry.production() == second
+    assert _run_cli(["models", "list", *root], settings) == 0
+    listing = capsys.readouterr().out
+    assert f"* {second}" in listing and f"  {tiny_training_run.version}" in listing
+    assert _run_cli(["models", "rollback", *root], settings) == 0
+    assert registry.production() == tiny_training_run.version
+    announced = [ModelAnnouncement.from_bytes(m.value()) for m in consume_all(settings.topics.models, 2)]
+    assert [(a.version, a.registry_root) for a in announced] == [
+        (second, str(registry.root)),
+        (tiny_training_run.version, str(registry.root)),
+    ]
+    assert all(m.key() == b"production" for m in consume_all(settings.topics.models, 2))
+
+
+def test_models_show_verifies_and_refuses_a_tampered_version(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = _copy_registry(tiny_training_run, tmp_path)
+    assert _run_cli(["models", "show", "--registry", str(registry.root)], load_settings()) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == tiny_training_run.version and shown["production"] is True
+    (registry.path(tiny_training_run.version) / "config.json").write_text("{}")
+    assert _run_cli(["models", "show", "--registry", str(registry.root)], load_settings()) == 1
+    assert "checksum mismatch for config.json" in capsys.readouterr().err
+    assert _run_cli(["models", "promote", "v0099", "--registry", str(registry.root)], load_settings()) == 1
+    assert "no model version 'v0099'" in capsys.readouterr().err
+
+
+def test_export_command_merges_a_saved_adapter_and_publishes_a_verified_version(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry_root = tmp_path / "registry"
+    argv = ["export", "--adapter", str(tiny_training_run.work_dir / "adapter")]
+    argv += ["--val", str(tiny_training_run.val_file), "--max-val-samples", "100", "--max-length", "64"]
+    argv += ["--output", str(tmp_path / "work"), "--registry", str(registry_root), "--int8-max-drop", "0.05"]
+    assert _run_cli(argv, load_settings()) == 0
+    version = capsys.readouterr().out.strip()
+    artifact = ModelRegistry(registry_root).load(version)
+    original = tiny_training_run.registry.load()
+    assert artifact.manifest["lora"]["r"] == original.manifest["lora"]["r"]
+    assert artifact.manifest["export"]["max_abs_logit_diff_fp32"] <= 1e-3
+    assert artifact.manifest["inputs"] == original.manifest["inputs"]

