@@ -22,10 +22,10 @@ kafka-start: setup
 kafka-stop: setup
 	$(TP) kafka stop
 
+# Kafka, topics, a model (trained on the built-in data if the registry has none), one worker, a
+# synthetic stream and the live results; Ctrl-C stops everything (see `tweetpulse demo --help`).
 demo: setup
-	$(TP) kafka start
-	$(TP) topics create
-	$(TP) topics describe
+	$(TP) demo
 
 # Stops the broker afterwards only if this target started it.
 test: setup

@@ -332,6 +332,13 @@ class Processor:
     # -- monitoring ---------------------------------------------------------------------------
 
     async def _update_lag(self) -> None:
+        """Consumer lag per assigned raw partition; a failure here must never crash the worker."""
+        try:
+            await self._measure_lag()
+        except Exception:
+            log.warning("could not measure consumer lag", exc_info=True)
+
+    async def _measure_lag(self) -> None:
         consumer = self.app.consumer
         for tp in consumer.assignment():
             if tp.topic != self.settings.topics.raw:
@@ -339,9 +346,9 @@ class Processor:
             position = self.next_offsets.get(tp)
             if position is None:
                 position = await consumer.position(tp)
-            if position is not None:
-                lag = max(consumer.highwater(tp) - position, 0)
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+            highwater = consumer.highwater(tp)  # None until the first fetch after an assignment
+            if position is not None and highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     def status(self) -> dict[str, Any]:
         assigned = sorted(
@@ -411,6 +418,12 @@ def load_production(settings: Settings) -> Classifier:
 def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None = None) -> int:
     """Start one worker in this process; returns when it stops (SIGINT / SIGTERM)."""
     import faust
+
+    if settings.processor.processing_guarantee == "exactly_once":
+        log.warning(
+            "exactly_once is experimental: it works with ONE worker only; with several, Faust finds no "
+            "transactional producer for results on partitions another worker owns (see README)"
+        )
 
     processor = Processor(settings, load_production(settings))
     if on_ready:

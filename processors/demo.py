@@ -44,7 +44,13 @@ def ensure_model(settings: Settings) -> bool:
         _say("no production model and no `tweetpulse train` command in this install; cannot continue")
         return False
     _say(f"no production model in {registry.root}: training a quick one on the built-in data")
-    return subprocess.run(_tweetpulse(*TRAIN), check=False).returncode == 0 and bool(registry.production())
+    trainer = subprocess.Popen(_tweetpulse(*TRAIN))
+    try:
+        trainer.wait()
+    except KeyboardInterrupt:
+        _stop(trainer, "training")
+        raise
+    return trainer.returncode == 0 and bool(registry.production())
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -78,6 +84,14 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
 
 
 def run_demo(settings: Settings, rate: float = 50.0) -> int:
+    try:
+        return _run(settings, rate)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+def _run(settings: Settings, rate: float) -> int:
     from tweetpulse.processors.watch import watch
 
     STATE_DIR.mkdir(parents=True, exist_ok=True)

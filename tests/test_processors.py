@@ -1,0 +1,116 @@
+"""The processor's pieces without workers: the ONNX classifier on a real exported model, and parsing
+raw messages into tweets or dead letters."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet
+from tweetpulse.processors.app import aggregate_tags
+from tweetpulse.processors.classifier import load_classifier
+from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
+from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact
+
+TEXTS = [
+    "I love this so much, best day ever!",
+    "worst service I have ever had, never again",
+    "ok",
+    "The flight was delayed three hours and nobody told us anything at the gate, absolutely furious "
+    "with how this was handled from start to finish",
+    "thank you so much for the quick help :)",
+]
+
+
+def test_classifier_returns_one_prediction_per_text_in_input_order(
+    tiny_model_registry: ModelRegistry,
+) -> None:
+    classifier = load_classifier(
+        tiny_model_registry.load(), provider="cpu", variant="fp32", threads=1, chunk_size=2
+    )
+    batch = classifier.classify(TEXTS)
+    one_by_one = [classifier.classify([text])[0] for text in TEXTS]
+    assert [p.label for p in batch] == [p.label for p in one_by_one]
+    for together, alone in zip(batch, one_by_one, strict=True):
+        assert set(together.probabilities) == set(LABELS)
+        assert sum(together.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        # length-sorted chunks with dynamic padding give the same numbers as unpadded single texts
+        for label in LABELS:
+            assert together.probabilities[label] == pytest.approx(alone.probabilities[label], abs=1e-4)
+    assert classifier.version == tiny_model_registry.production()
+    assert classifier.classify([]) == []
+
+
+def test_classifier_serves_the_int8_graph_on_cpu_by_default(tiny_model_registry: ModelRegistry) -> None:
+    classifier = load_classifier(tiny_model_registry.load(), provider="cpu", threads=1)
+    assert classifier.model_path.name == "model.int8.onnx"
+    assert classifier.provider == "CPUExecutionProvider"
+    predictions = classifier.classify(TEXTS)
+    assert len(predictions) == len(TEXTS)
+    assert all(p.label in LABELS for p in predictions)
+
+
+def test_tampered_artifact_is_refused_before_it_can_serve(
+    tiny_model_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    version = tiny_model_registry.production()
+    copy = tmp_path / "tampered"
+    shutil.copytree(tiny_model_registry.path(version), copy)
+    with (copy / "model.int8.onnx").open("r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00" * 64)
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_artifact(copy)
+
+
+def raw(**fields: object) -> bytes:
+    base = {"id": "t1", "text": "hello world", "source": "synthetic"}
+    return json.dumps({**base, **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "malformed-json"),
+        (b"\xff\xfe\x00 not utf-8", "not-utf8"),
+        (b"[1, 2, 3]", "not-an-object"),
+        (json.dumps({"id": "t1", "source": "synthetic"}).encode(), "missing-text"),
+        (raw(text=""), "empty-text"),
+        (raw(text="   \n\t"), "empty-text"),
+        (raw(text=123), "wrong-type"),
+        (raw(text="x" * (MAX_TEXT_CHARS + 1)), "oversized-text"),
+        (raw(source="fax"), "invalid-fields"),
+        (None, "empty-message"),
+    ],
+)
+def test_bad_raw_message_is_refused_with_a_countable_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(BadMessageError) as caught:
+        parse_raw(value)
+    assert caught.value.reason == reason
+    assert caught.value.error
+
+
+def test_dead_letter_keeps_the_original_bytes_and_source_position() -> None:
+    value = b"\xff\xfe broken"
+    with pytest.raises(BadMessageError) as caught:
+        parse_raw(value)
+    letter = dead_letter(caught.value, "tweets.raw.x", 2, 41, b"key-1", value)
+    assert base64.b64decode(letter.original_value_b64) == value
+    assert base64.b64decode(letter.original_key_b64 or "") == b"key-1"
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("tweets.raw.x", 2, 41)
+    assert letter.reason == "not-utf8" and "UTF-8" in letter.error
+
+
+def test_tweets_are_counted_under_rule_tags_else_hashtags_else_none() -> None:
+    tagged = RawTweet(
+        id="a", text="#ignored text", source="twitter", rule_tags=["airlines", "airlines", "food"]
+    )
+    hashtags = RawTweet(id="b", text="so good #Food #yum #food", source="twitter")
+    plain = RawTweet(id="c", text="nothing to see", source="twitter")
+    assert aggregate_tags(tagged) == ["airlines", "food"]
+    assert aggregate_tags(hashtags) == ["food", "yum"]
+    assert aggregate_tags(plain) == ["(none)"]
