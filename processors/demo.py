@@ -104,7 +104,7 @@ def _run(settings: Settings, rate: float) -> int:
         return 1
     worker_log, producer_log = STATE_DIR / "worker.log", STATE_DIR / "producer.log"
     worker = _start(_tweetpulse("process"), worker_log)
-    producer = None
+    producer = dashboard = None
     try:
         _say(f"worker started (pid {worker.pid}, log {worker_log}); waiting for its partitions")
         if not _wait_ready(worker, settings.processor.web_port):
@@ -115,8 +115,13 @@ def _run(settings: Settings, rate: float) -> int:
             producer_log,
         )
         _say(f"streaming synthetic tweets at {rate:g}/s (log {producer_log}); Ctrl-C stops everything")
+        dashboard = _start(_tweetpulse("dashboard", "--replay-minutes", "10"), STATE_DIR / "dashboard.log")
+        d = settings.dashboard
+        _say(f"live dashboard: http://{d.host}:{d.port}/ (log {STATE_DIR / 'dashboard.log'})")
         watch(settings)
     finally:
+        if dashboard is not None:
+            _stop(dashboard, "dashboard")
         if producer is not None:
             _stop(producer, "producer")
         _stop(worker, "worker", signal.SIGTERM)

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,9 +73,12 @@ def read_labeled_tweets(settings: Settings, timeout: float = 30.0) -> tuple[list
         }
         consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
         remaining = {p: high for p, (_, high) in ends.items()}
+        deadline = time.monotonic() + timeout
         while remaining:
-            messages = consumer.consume(num_messages=1000, timeout=timeout)
-            if not messages:
+            messages = consumer.consume(num_messages=1000, timeout=0.5)  # short polls
+            if messages:
+                deadline = time.monotonic() + timeout
+            elif time.monotonic() > deadline:
                 raise TimeoutError(f"labeled topic {topic}: no messages for {timeout}s before its end")
             for msg in messages:
                 if msg.error() is not None or msg.partition() not in remaining:

@@ -2,8 +2,9 @@
 
 The processors' aggregate records count labels but carry no confidence, so the detector reads the
 results (``tweets.sentiment``) itself. Windows are by ``classified_at``; a window is compared once
-the wall clock is a full window past its end and the consumer has nothing more to read right now,
-so results from partitions that are read in turn all land in their window first. The first ``reference_windows`` windows with
+the wall clock is a full window past its end, and, while a backlog is read (results older than a
+window), only when the consumer has nothing more to read, so results from partitions that are read
+in turn all land in their window first. The first ``reference_windows`` windows with
 at least ``min_count`` results form the reference. After a drift event, or when the serving model
 changes, the reference starts again, so one shift gives one event and a new model is not "drift".
 """
@@ -79,6 +80,7 @@ class DriftDetector:
         self.reference: list[Window] = []
         self.late = 0  # results for windows already closed (not counted anywhere)
         self.closed_before: datetime | None = None
+        self.newest: datetime | None = None  # newest classified_at read
 
     def window_start(self, when: datetime) -> datetime:
         ts = when.timestamp()
@@ -90,6 +92,7 @@ class DriftDetector:
             self.late += 1
             return
         self.open.setdefault(start, Window(start)).add(result)
+        self.newest = max(self.newest or result.classified_at, result.classified_at)
 
     def close_before(self, cutoff: datetime) -> list[DriftEvent]:
         """Close every window that starts before `cutoff` (oldest first) and compare it."""
@@ -101,8 +104,13 @@ class DriftDetector:
         self.closed_before = max(self.closed_before or cutoff, cutoff)
         return events
 
+    def live(self, now: datetime | None = None) -> bool:
+        """Whether the newest result read is less than a window old (reading live, not a backlog)."""
+        now = now or datetime.now(UTC)
+        return self.newest is not None and now - self.newest < timedelta(seconds=self.t.window_s)
+
     def close_stale(self, now: datetime | None = None) -> list[DriftEvent]:
-        """Close windows that ended a full window ago by the wall clock (a quiet stream)."""
+        """Close the windows that ended at least one full window ago by the wall clock."""
         now = now or datetime.now(UTC)
         return self.close_before(self.window_start(now) - timedelta(seconds=self.t.window_s))
 
@@ -195,7 +203,7 @@ class DriftMonitor:
                     if msg.error() is None:
                         self._on_message(msg.value())
                         _mark_read(ends, msg.partition(), msg.offset())
-                if not messages:  # caught up for now: every partition's results are in their windows
+                if not messages or self.detector.live():
                     self._publish(producer, self.detector.close_stale())
             self._publish(producer, self.detector.close_stale())
         finally:

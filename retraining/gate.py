@@ -1,8 +1,8 @@
 """The deploy gate: score the candidate and production on the same fixed validation set, then decide.
 
-Both models are scored by the same code path (the ONNX graph through
-:class:`tweetpulse.training.predict.OnnxClassifier`, as `tweetpulse train` verifies exports), so the
-only difference between the two numbers is the model.
+Both models are scored by `tweetpulse evaluate`'s code
+(:func:`tweetpulse.training.evaluate.evaluate_artifact`), so the only difference between the two
+numbers is the model.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tweetpulse.contracts import LABELS, Label
-from tweetpulse.registry import VARIANTS, ArtifactError
+from tweetpulse.contracts import Label
+from tweetpulse.registry import VARIANTS, ArtifactError, ModelArtifact
 
 
 @dataclass(frozen=True)
@@ -31,33 +31,19 @@ class Verdict:
     reason: str
 
 
-def score_model(
-    folder: Path, examples: list[tuple[str, Label]], variant: str = "fp32", max_length: int = 128
-) -> Score:
-    """Accuracy and macro-F1 of the exported model in `folder` on `examples`."""
-    import numpy as np
-
-    from tweetpulse.training.predict import OnnxClassifier
-
-    if not examples:
-        raise ValueError("cannot score a model on an empty validation set")
-    graph = folder / VARIANTS[variant]
-    if not graph.is_file():
-        raise ArtifactError(f"{folder}: no {graph.name} to score")
-    classifier = OnnxClassifier(graph, folder, max_length)
-    predicted = classifier.predict([text for text, _ in examples])
-    truth = np.array([LABELS.index(label) for _, label in examples])
-    return Score(float((predicted == truth).mean()), _macro_f1(predicted, truth), len(examples))
+def candidate_artifact(folder: Path, fields: dict[str, Any]) -> ModelArtifact:
+    """An exported, not yet published folder as an artifact (its manifest fields are in memory)."""
+    if not (folder / VARIANTS["fp32"]).is_file():
+        raise ArtifactError(f"{folder}: no {VARIANTS['fp32']}; the export is incomplete")
+    return ModelArtifact(folder, {**fields, "version": "candidate"})
 
 
-def _macro_f1(predicted: Any, truth: Any) -> float:
-    scores = []
-    for cls in range(len(LABELS)):
-        tp = int(((predicted == cls) & (truth == cls)).sum())
-        fp = int(((predicted == cls) & (truth != cls)).sum())
-        fn = int(((predicted != cls) & (truth == cls)).sum())
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(scores) / len(scores)
+def score_model(artifact: ModelArtifact, examples: list[tuple[str, Label]], variant: str = "fp32") -> Score:
+    """Accuracy and macro-F1 of one variant of `artifact` on `examples`."""
+    from tweetpulse.training.evaluate import evaluate_artifact
+
+    report = evaluate_artifact(artifact, examples, variant)
+    return Score(report["accuracy"], report["macro_f1"], report["examples"])
 
 
 def decide(candidate: Score, production: Score | None, tolerance: float) -> Verdict:

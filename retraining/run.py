@@ -18,7 +18,7 @@ from typing import Any
 
 from tweetpulse.registry import ArtifactError, ModelRegistry, announce_production
 from tweetpulse.retraining.data import Gathered, gather
-from tweetpulse.retraining.gate import Score, decide, score_model
+from tweetpulse.retraining.gate import Score, candidate_artifact, decide, score_model
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def retrain_once(
         if conf.work_dir is not None:
             decision.candidate_path = str(folder)
         decision.production_version = registry.production()  # it may have changed while training
-        candidate = score_model(folder, gathered.val, conf.gate_variant, fields["max_length"])
+        candidate = score_model(candidate_artifact(folder, fields), gathered.val, conf.gate_variant)
         production = _score_production(registry, gathered.val, conf.gate_variant)
         verdict = decide(candidate, production, conf.tolerance)
         decision.candidate = candidate.as_dict()
@@ -143,7 +143,7 @@ def _score_production(registry: ModelRegistry, val: list, variant: str) -> Score
     except ArtifactError as exc:  # a broken production model is no bar for a verified candidate
         log.error("production model unusable; it does not count in the gate", extra={"error": str(exc)})
         return None
-    return score_model(artifact.path, val, variant, artifact.max_length)
+    return score_model(artifact, val, variant)
 
 
 def record(registry: ModelRegistry, decision: Decision) -> None:
