@@ -461,9 +461,11 @@ def test_retrainer_is_a_cronjob_that_never_overlaps_itself() -> None:
     cron = only("CronJob")["spec"]
     container = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert cron["concurrencyPolicy"] == "Forbid"
-    # Exit 3 means "production kept": the Job must not train again for it.
+    # A node drain must not count as one of the Job's tries.
     rules = cron["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
-    assert any(r["action"] == "FailJob" and 3 in r.get("onExitCodes", {}).get("values", []) for r in rules)
+    assert any(
+        r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in rules
+    )
     assert container["args"] == ["retrain"]
     assert container["image"].startswith("tweetpulse/trainer:")
 
