@@ -103,9 +103,7 @@ class ResultReader:
         self.consumer.subscribe([settings.topics.sentiment])
         self.received = Received()
 
-    def read_until(
-        self, ids: set[str], timeout: float, check: Callable[[], None] = lambda: None
-    ) -> Received:
+    def read_until(self, ids: set[str], timeout: float, check: Callable[[], None] = lambda: None) -> Received:
         """Read until a result for every id in `ids` is in; `check` raises if a worker died."""
         missing = ids - set(self.received.results)
         deadline = time.monotonic() + timeout
@@ -117,6 +115,15 @@ class ResultReader:
             check()
         if missing:
             raise TimeoutError(f"{len(missing)} of {len(ids)} results missing after {timeout:.0f}s")
+        return self.received
+
+    def drain(self, seconds: float) -> Received:
+        """Keep reading for `seconds` more (late duplicates of results already in)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for msg in self.consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is None:
+                    self._add(SentimentResult.from_bytes(msg.value()), time.time())
         return self.received
 
     def _add(self, result: SentimentResult, at: float) -> None:

@@ -49,9 +49,7 @@ class PipelineRun:
         s = self.setup
         self.settings = self._stack.enter_context(bench_topics(s.settings, s.partitions))
         env = worker_env(self.settings, self.app_id, s.registry_root, **s.worker_env, **self.env)
-        self.workers = [
-            WorkerProcess(env, s.log_dir / f"{self.app_id}-{i}.log") for i in range(self.count)
-        ]
+        self.workers = [WorkerProcess(env, s.log_dir / f"{self.app_id}-{i}.log") for i in range(self.count)]
         self._stack.callback(lambda: [w.stop() for w in self.workers])
         self.startup_s = wait_until_assigned(self.workers, s.partitions, timeout=s.timeout_s)
         self.reader = ResultReader(self.settings)
@@ -97,9 +95,7 @@ class PipelineRun:
         offered_s = time.perf_counter() - started
         ids = {f"{prefix}{i}" for i in range(len(texts))}
         got = self.reader.read_until(ids, self.setup.timeout_s, self.check)
-        ms = [
-            (got.results[i].classified_at - got.results[i].ingested_at).total_seconds() * 1000 for i in ids
-        ]
+        ms = [(got.results[i].classified_at - got.results[i].ingested_at).total_seconds() * 1000 for i in ids]
         return {
             "offered_rate": round(rate, 1),
             "achieved_rate": round(len(texts) / offered_s, 1),

@@ -108,4 +108,6 @@ def wait_until_assigned(workers: list[WorkerProcess], partitions: int, timeout: 
             worker.check_alive()
         time.sleep(0.1)
     tails = "\n".join(w.log_tail() for w in workers)
-    raise WorkerError(f"{len(workers)} worker(s) did not share {partitions} partitions in {timeout}s\n{tails}")
+    raise WorkerError(
+        f"{len(workers)} worker(s) did not share {partitions} partitions in {timeout}s\n{tails}"
+    )

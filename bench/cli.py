@@ -1,0 +1,130 @@
+"""`tweetpulse bench`: raw model vs Kafka pipeline vs naive loop, latency and scaling, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tweetpulse.settings import Settings
+
+PARTS = ("raw", "pipeline", "latency", "scaling", "naive")
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmark the model, the Kafka pipeline and a naive loop side by side; print a table",
+        description="On the configured broker and over the same texts: raw_tps (the served ONNX model "
+        "in-process at its best batch size), pipeline_tps (N tweets through tweets.raw, real "
+        "`tweetpulse process` workers and tweets.sentiment, timed from the first write to the last "
+        "result, start-up excluded and reported apart), naive_tps (a confluent-kafka loop calling a "
+        "transformers pipeline per message), their ratios, end-to-end latency percentiles at half the "
+        "measured pipeline rate, and 1 vs 2 single-threaded workers. Every run uses fresh topics and "
+        "deletes them afterwards. Exit 2 when there is no model to measure.",
+    )
+    bench.add_argument(
+        "--model",
+        help="registry version or exported model folder to measure (default: the production version)",
+    )
+    bench.add_argument(
+        "--train-if-missing",
+        action="store_true",
+        help="when the registry has no production model, train a quick seed model first (like the demo)",
+    )
+    bench.add_argument(
+        "--data",
+        help="labeled tweet file to take texts from, or 'builtin' (default: ../shared/data/tweets-val.jsonl "
+        "when present, else the built-in tweets)",
+    )
+    bench.add_argument("--tweets", type=int, default=5000, help="tweets in each pipeline run (default 5000)")
+    bench.add_argument(
+        "--raw-texts", type=int, default=1000, help="texts per raw-model batching tried (default 1000)"
+    )
+    bench.add_argument(
+        "--naive-tweets", type=int, default=300, help="messages the naive loop handles (default 300)"
+    )
+    bench.add_argument(
+        "--latency-seconds", type=float, default=20.0, help="length of the paced latency run (default 20)"
+    )
+    bench.add_argument("--partitions", type=int, default=6, help="partitions of the bench topics (default 6)")
+    bench.add_argument(
+        "--provider",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="ONNX Runtime provider for the raw model and the workers (default auto: CUDA when a GPU is present)",
+    )
+    bench.add_argument(
+        "--variant", choices=["auto", "int8", "fp32"], default="auto", help="model graph (default auto)"
+    )
+    bench.add_argument(
+        "--naive-model",
+        help="PyTorch folder of the same fine-tuned model for the naive loop (default: "
+        "the offline MiniLM base with a 2-label head: same architecture and compute)",
+    )
+    bench.add_argument(
+        "--skip", action="append", choices=PARTS, default=[], help="leave a part out (repeatable)"
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: 500 tweets, 200 raw texts, 30 naive messages, 5 s of latency",
+    )
+    bench.add_argument("--json", dest="json_path", type=Path, help="also write the whole report to this file")
+    bench.add_argument(
+        "--log-dir", type=Path, help="keep the workers' logs here (default: a temporary folder)"
+    )
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from tweetpulse.bench.report import format_table
+    from tweetpulse.bench.run import BenchOptions, run_bench
+    from tweetpulse.bench.texts import DataError
+    from tweetpulse.registry import ArtifactError, ModelRegistry
+
+    if args.model is None and not ModelRegistry(settings.registry.root).production():
+        if not args.train_if_missing:
+            print(
+                f"tweetpulse bench: the registry {settings.registry.root} has no production model; "
+                "train one with `tweetpulse train --promote` (or pass --model, or --train-if-missing)",
+                file=sys.stderr,
+            )
+            return 2
+        from tweetpulse.processors.demo import ensure_model
+
+        if not ensure_model(settings):
+            print("tweetpulse bench: training a seed model failed", file=sys.stderr)
+            return 2
+    logging.getLogger("tweetpulse.kafka").setLevel(logging.WARNING)  # dozens of throw-away topics
+    quick = {"tweets": 500, "raw_texts": 200, "naive_tweets": 30, "latency_s": 5.0} if args.quick else {}
+    opts = BenchOptions(
+        model=args.model,
+        data=args.data,
+        tweets=args.tweets,
+        raw_texts=args.raw_texts,
+        naive_tweets=args.naive_tweets,
+        latency_s=args.latency_seconds,
+        partitions=args.partitions,
+        provider=args.provider,
+        variant=args.variant,
+        naive_model=args.naive_model,
+        skip=frozenset(args.skip),
+        log_dir=args.log_dir,
+    )
+    opts = BenchOptions(**{**vars(opts), **quick})
+    try:
+        report = run_bench(settings, opts)
+    except (ArtifactError, DataError) as exc:
+        print(f"tweetpulse bench: {exc}", file=sys.stderr)
+        return 2
+    report["command"] = " ".join(["tweetpulse", *sys.argv[1:]])
+    print(format_table(report))
+    if args.json_path:
+        args.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"report written to {args.json_path}")
+    return 0
