@@ -38,9 +38,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"gpu: {report['gpu']}",
     ]
     if "raw" in report:
-        by_batch = ", ".join(f"{b}: {tps}" for b, tps in report["raw"]["by_batching"].items())
-        threads = ", ".join(f"{t}: {tps}" for t, tps in report["raw"]["by_threads_at_best_batching"].items())
-        lines.append(f"raw tweets/s by batch/chunk: {by_batch}; by threads at the best: {threads}")
+        by_config = ", ".join(f"{c}: {tps}" for c, tps in report["raw"]["by_config"].items())
+        lines.append(f"raw tweets/s by batch/chunk and calls x threads: {by_config}")
     if "scaling" in report:
         s = report["scaling"]
         lines.append(f"scaling: 1 worker {s['workers_1']['tps']}/s, 2 workers {s['workers_2']['tps']}/s")

@@ -66,7 +66,14 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "data": {"source": source, "texts": len(texts)},
         # the workers inherit these from the environment (TWEETPULSE_PROCESSOR__*), as deployed ones do
         "processor": settings.processor.model_dump(
-            include={"batch_size", "batch_wait_s", "inference_chunk", "ort_threads", "commit_interval_s"}
+            include={
+                "batch_size",
+                "batch_wait_s",
+                "inference_chunk",
+                "inference_workers",
+                "ort_threads",
+                "commit_interval_s",
+            }
         ),
         "options": {k: v for k, v in vars(opts).items() if k not in ("skip", "log_dir")},
         "worker_logs": str(log_dir),
@@ -124,8 +131,9 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
 
 
 def scaling(setup: PipelineSetup, texts: list[str]) -> dict[str, Any]:
-    """1 vs 2 single-threaded workers (ONNX Runtime intra-op threads = 1) on the same tweets."""
-    single = {"TWEETPULSE_PROCESSOR__ORT_THREADS": "1"}
+    """1 vs 2 single-threaded workers (one model call at a time, one ONNX Runtime thread) on the same
+    tweets."""
+    single = {"TWEETPULSE_PROCESSOR__ORT_THREADS": "1", "TWEETPULSE_PROCESSOR__INFERENCE_WORKERS": "1"}
     out = {}
     for count in (1, 2):
         with PipelineRun(setup, workers=count, **single) as run:

@@ -1,9 +1,13 @@
 """The Faust worker: micro-batches from ``tweets.raw`` through the ONNX classifier to ``tweets.sentiment``.
 
-Delivery is at-least-once: ``take_events`` acks a batch's events only after the agent's loop body
-for that batch returns, and the body returns only after every result and dead letter has been
-acknowledged by the broker. A worker that dies before that leaves the offsets uncommitted, so
-the partition's next owner classifies the batch again.
+The agent parses each micro-batch from ``take_events`` and queues it; a model loop takes everything
+queued while the model was busy (continuous batching, up to ``batch_size``), so the model is never
+idle while tweets wait and batches grow with the load. Results and dead letters of one batch are
+sent while the next is classified. Delivery stays at-least-once: the input events are held (one
+extra reference each, so ``take_events`` leaving the loop body does not ack them) until every
+output of their batch is acknowledged by the broker, and batches are acked strictly in order (Faust
+commits the highest contiguous acked offset). A worker that dies before that leaves the offsets
+uncommitted, so the partition's next owner classifies those tweets again.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import shutil
 import socket
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 HASHTAG = re.compile(r"#(\w{1,64})")
 NO_TAG = "(none)"
 SEND_ATTEMPTS = 5
+BATCHES_IN_FLIGHT = 4  # classified batches still being sent before the model waits
 
 
 def aggregate_tags(tweet: RawTweet) -> list[str]:
@@ -71,6 +77,41 @@ def result_for(tweet: RawTweet, prediction: Prediction, version: str, inference_
     )
 
 
+@dataclass
+class _Batch:
+    """Raw events on their way through the model: the valid tweets and the dead letters."""
+
+    events: list[Any]
+    good: list[tuple[Any, RawTweet]]
+    letters: list[tuple[bytes | None, DeadLetter]]
+
+
+def parse_events(
+    events: list[Any],
+) -> tuple[list[tuple[Any, RawTweet]], list[tuple[bytes | None, DeadLetter]]]:
+    """Valid raw tweets (with their messages) and dead letters for the rest, in input order."""
+    good: list[tuple[Any, RawTweet]] = []
+    letters: list[tuple[bytes | None, DeadLetter]] = []
+    for event in events:
+        msg = event.message
+        try:
+            good.append((msg, parse_raw(msg.value)))
+        except BadMessageError as bad:
+            letters.append(
+                (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+            )
+    return good, letters
+
+
+def timed(
+    classify: Callable[[list[str]], list[Prediction]], texts: list[str]
+) -> tuple[list[Prediction], float]:
+    """Predictions and the seconds they took (runs on the inference thread)."""
+    started = time.perf_counter()
+    predictions = classify(texts)
+    return predictions, time.perf_counter() - started
+
+
 async def run_to_completion(coro: Awaitable[Any]) -> Any:
     """Await `coro`; if the caller is cancelled (worker stopping), finish it first, then re-raise.
 
@@ -94,10 +135,16 @@ class Processor:
         self.settings = settings
         self.conf = conf = settings.processor
         self.classifier = classifier
-        self.inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.inference = ThreadPoolExecutor(conf.inference_workers, thread_name_prefix="inference")
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
         self.next_offsets: dict[Any, int] = {}
+        self.queue: deque[_Batch] = deque()  # parsed micro-batches waiting for the model
+        self.queued = 0  # events in the queue
+        self.queue_changed = asyncio.Event()
+        self.queue_taken = asyncio.Event()
+        self.draining = False
+        self.finishing: deque[asyncio.Future] = deque()  # _finish tasks, oldest first
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.app = faust.App(
             conf.app_id,
@@ -151,33 +198,136 @@ class Processor:
         app.page("/tweetpulse/status/")(self._status_view)
         app.page("/tweetpulse/counts/")(self._counts_view)
         app.page("/tweetpulse/metrics/")(self._metrics_view)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
+        log.info(
+            "partitions assigned",
+            extra={
+                "partitions": self._raw_partitions(assigned),
+                "generation": self.app.consumer_generation_id,
+            },
+        )
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
+        log.info("partitions revoked", extra={"partitions": self._raw_partitions(revoked)})
+
+    def _raw_partitions(self, tps: set[Any]) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == self.settings.topics.raw)
 
     # -- classification -----------------------------------------------------------------------
 
     async def _classify_agent(self, stream: Any) -> None:
-        async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_wait_s):
-            await run_to_completion(self.process_batch(events))
+        model_loop = asyncio.ensure_future(self._model_loop(stream))
+        try:
+            async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_wait_s):
+                await run_to_completion(self.enqueue(events))
+        finally:  # stopping or rebalancing: what is queued or in flight lands before we go
+            await run_to_completion(self._drain(model_loop))
 
-    async def process_batch(self, events: list[Any]) -> None:
-        """Classify one micro-batch and wait until every output is acknowledged by the broker."""
-        metrics.MESSAGES_IN.inc(len(events))
-        metrics.BATCH_SIZE.observe(len(events))
-        good: list[tuple[Any, RawTweet]] = []
-        letters: list[tuple[bytes | None, DeadLetter]] = []
+    async def enqueue(self, events: list[Any]) -> None:
+        """Parse one micro-batch and queue it for the model; waits while a full model batch is queued.
+
+        The events are held (not acked) until `_finish` has every output of theirs acknowledged.
+        """
         for event in events:
-            msg = event.message
-            try:
-                good.append((msg, parse_raw(msg.value)))
-            except BadMessageError as bad:
-                letters.append(
-                    (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
-                )
-        results, failed = await self._classify([tweet for _, tweet in good])
-        for bad in failed:
-            msg = good[bad.index][0]
-            letters.append(
-                (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+            event.message.incref()  # take_events acks on leaving the loop body; this keeps them
+        metrics.MESSAGES_IN.inc(len(events))
+        good, letters = parse_events(events)
+        self.queue.append(_Batch(events, good, letters))
+        self.queued += len(events)
+        self.queue_changed.set()
+        while self.queued >= self.conf.batch_size:  # back-pressure
+            self.queue_taken.clear()
+            await self.queue_taken.wait()
+
+    async def _model_loop(self, stream: Any) -> None:
+        """Continuous batching: a free model slot takes everything queued (up to batch_size) at once."""
+        slots = asyncio.Semaphore(self.conf.inference_workers)
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                if self.draining:
+                    return
+                self.queue_changed.clear()
+                await self.queue_changed.wait()
+                continue
+            await slots.acquire()
+            batch = self._take()
+            classifier = self.classifier  # one model per batch: a swap takes effect at the next batch
+            inference: asyncio.Future | None = None
+            if batch.good:
+                texts = [tweet.text for _, tweet in batch.good]
+                inference = loop.run_in_executor(self.inference, timed, classifier.classify, texts)
+                inference.add_done_callback(lambda _: slots.release())
+            else:
+                slots.release()
+            previous = self.finishing[-1] if self.finishing else None
+            self.finishing.append(
+                asyncio.ensure_future(self._finish(batch, stream, classifier.version, inference, previous))
             )
+            while self.finishing and self.finishing[0].done():
+                self.finishing.popleft()
+            while len(self.finishing) > BATCHES_IN_FLIGHT:  # the broker is slow: stop classifying
+                await asyncio.wait([self.finishing.popleft()])
+
+    def _take(self) -> _Batch:
+        """The queued micro-batches, oldest first, merged up to batch_size events (at least one)."""
+        taken = [self.queue.popleft()]
+        size = len(taken[0].events)
+        while self.queue and size + len(self.queue[0].events) <= self.conf.batch_size:
+            size += len(self.queue[0].events)
+            taken.append(self.queue.popleft())
+        self.queued -= size
+        self.queue_taken.set()
+        metrics.BATCH_SIZE.observe(size)
+        return _Batch(
+            [e for b in taken for e in b.events],
+            [g for b in taken for g in b.good],
+            [letter for b in taken for letter in b.letters],
+        )
+
+    async def _drain(self, model_loop: asyncio.Future) -> None:
+        self.draining = True
+        self.queue_changed.set()
+        try:
+            await model_loop
+            if self.finishing:
+                await asyncio.wait(list(self.finishing))
+        finally:
+            self.draining = False
+
+    async def _finish(
+        self,
+        batch: _Batch,
+        stream: Any,
+        version: str,
+        inference: asyncio.Future | None,
+        previous: asyncio.Future | None,
+    ) -> None:
+        """Results or dead letters for one batch, sent and acknowledged, then its events acked."""
+        good, letters = batch.good, batch.letters
+        results: list[SentimentResult] = []
+        if inference is not None:
+            try:
+                predictions, seconds = await inference
+            except Exception as exc:  # the model itself failed: every tweet becomes a dead letter
+                log.error(
+                    "inference failed; batch goes to the DLQ", extra={"batch": len(good), "error": str(exc)}
+                )
+                bad = _InferenceError(exc)
+                letters = letters + [
+                    (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+                    for msg, _ in good
+                ]
+            else:
+                metrics.INFERENCE_SECONDS.observe(seconds)
+                per_tweet_ms = seconds * 1000 / len(good)
+                results = [
+                    result_for(tweet, prediction, version, per_tweet_ms)
+                    for (_, tweet), prediction in zip(good, predictions, strict=True)
+                ]
         outputs = [(self.sentiment_topic, r.key, r.to_bytes()) for r in results]
         outputs += [(self.dlq_topic, key, letter.to_bytes()) for key, letter in letters]
         outputs += self._count_outputs(good, results)
@@ -185,29 +335,11 @@ class Processor:
             weak = self.weak_labeler.label_all(tweet for _, tweet in good)
             outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
         await self._send_all(outputs)
-        self._record(events, results, letters)
-
-    async def _classify(self, tweets: list[RawTweet]) -> tuple[list[SentimentResult], list[Any]]:
-        """Results in order; if the model itself fails, every tweet becomes a dead letter instead."""
-        if not tweets:
-            return [], []
-        classifier = self.classifier  # one model per batch: a swap takes effect at the next batch
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            predictions = await loop.run_in_executor(
-                self.inference, classifier.classify, [t.text for t in tweets]
-            )
-        except Exception as exc:
-            log.exception("inference failed; batch goes to the DLQ", extra={"batch": len(tweets)})
-            return [], [_InferenceError(i, exc) for i in range(len(tweets))]
-        elapsed = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.observe(elapsed)
-        per_tweet_ms = elapsed * 1000 / len(tweets)
-        return [
-            result_for(t, p, classifier.version, per_tweet_ms)
-            for t, p in zip(tweets, predictions, strict=True)
-        ], []
+        if previous is not None:  # ack batches in order: Faust commits the highest contiguous offset
+            await asyncio.wait([previous])
+        for event in batch.events:
+            await stream.ack(event)
+        self._record(batch.events, results, letters)
 
     def _count_outputs(self, good: list[tuple[Any, RawTweet]], results: list[SentimentResult]) -> list:
         counts: Counter[str] = Counter()
@@ -327,7 +459,7 @@ class Processor:
     def _load(self, version: str) -> Classifier:
         artifact = ModelRegistry(self.settings.registry.root).load(version)
         c = self.conf
-        return load_classifier(artifact, c.provider, c.model_variant, c.ort_threads, c.inference_chunk)
+        return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
 
     # -- monitoring ---------------------------------------------------------------------------
 
@@ -351,9 +483,7 @@ class Processor:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     def status(self) -> dict[str, Any]:
-        assigned = sorted(
-            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.raw
-        )
+        assigned = self._raw_partitions(self.app.consumer.assignment())
         return {
             "worker": self.worker_name,
             "app_id": self.conf.app_id,
@@ -403,16 +533,15 @@ def _announced_version(value: bytes | None) -> str | None:
 
 
 class _InferenceError(BadMessageError):
-    def __init__(self, index: int, exc: Exception) -> None:
+    def __init__(self, exc: Exception) -> None:
         super().__init__("inference-error", f"model failed on this batch: {exc}")
-        self.index = index
 
 
 def load_production(settings: Settings) -> Classifier:
     """The registry's production model, verified and warmed; :class:`ArtifactError` if there is none."""
     c = settings.processor
     artifact = ModelRegistry(settings.registry.root).load()
-    return load_classifier(artifact, c.provider, c.model_variant, c.ort_threads, c.inference_chunk)
+    return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
 
 
 def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None = None) -> int:

@@ -57,7 +57,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Classifier:
-    """Classifies lists of texts; thread-safe for one caller at a time (ORT releases the GIL)."""
+    """Classifies lists of texts; safe to call from several threads at once (ONNX Runtime sessions and
+    fast tokenizers are; both release the GIL), which is how processor.inference_workers runs it."""
 
     def __init__(
         self,

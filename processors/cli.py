@@ -28,7 +28,15 @@ def register(subparsers: Any) -> None:
         "--batch-wait", type=float, help="seconds to wait to fill a batch (processor.batch_wait_s)"
     )
     process.add_argument(
-        "--threads", type=int, help="ONNX Runtime intra-op threads, 0 = auto (processor.ort_threads)"
+        "--inference-workers",
+        type=int,
+        help="model calls running at once, each on its own thread (processor.inference_workers)",
+    )
+    process.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime intra-op threads per model call, 0 = cores / inference workers "
+        "(processor.ort_threads)",
     )
     process.add_argument(
         "--provider", choices=["auto", "cpu", "cuda"], help="execution provider (processor.provider)"
@@ -72,6 +80,7 @@ OVERRIDES = {
     "web_host": "web_host",
     "batch_size": "batch_size",
     "batch_wait": "batch_wait_s",
+    "inference_workers": "inference_workers",
     "threads": "ort_threads",
     "provider": "provider",
     "variant": "model_variant",

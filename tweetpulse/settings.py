@@ -155,10 +155,16 @@ class ProcessorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     app_id: str = Field("tweetpulse-processor", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    batch_size: int = Field(64, ge=1, le=10_000)  # most tweets one model call sees
-    batch_wait_s: float = Field(0.05, gt=0, le=60)  # longest wait to fill a batch
-    inference_chunk: int = Field(16, ge=1, le=4_096)  # length-sorted sub-batches cut padding
-    ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads; 0: onnxruntime decides
+    batch_size: int = Field(128, ge=1, le=10_000)  # most tweets one model call sees
+    batch_wait_s: float = Field(0.01, gt=0, le=60)  # longest wait to fill a micro-batch from Kafka
+    inference_chunk: int = Field(8, ge=1, le=4_096)  # length-sorted sub-batches cut padding
+    inference_workers: int = Field(2, ge=1, le=64)  # model calls running at once (threads)
+    ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads per call; 0: cores / inference_workers
+
+    def intra_op_threads(self) -> int:
+        """ONNX Runtime threads per model call: explicit, or the cores shared by the inference workers."""
+        return self.ort_threads or max(1, (os.cpu_count() or 1) // self.inference_workers)
+
     provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
     model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
