@@ -145,6 +145,7 @@ class Processor:
         self.queue_taken = asyncio.Event()
         self.draining = False
         self.finishing: deque[asyncio.Future] = deque()  # _finish tasks, oldest first
+        self.last_issued: asyncio.Future | None = None  # set once the newest batch's sends are queued
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.app = faust.App(
             conf.app_id,
@@ -264,8 +265,19 @@ class Processor:
             else:
                 slots.release()
             previous = self.finishing[-1] if self.finishing else None
+            previous_issued, self.last_issued = self.last_issued, loop.create_future()
             self.finishing.append(
-                asyncio.ensure_future(self._finish(batch, stream, classifier.version, inference, previous))
+                asyncio.ensure_future(
+                    self._finish(
+                        batch,
+                        stream,
+                        classifier.version,
+                        inference,
+                        previous,
+                        previous_issued,
+                        self.last_issued,
+                    )
+                )
             )
             while self.finishing and self.finishing[0].done():
                 self.finishing.popleft()
@@ -305,8 +317,30 @@ class Processor:
         version: str,
         inference: asyncio.Future | None,
         previous: asyncio.Future | None,
+        previous_issued: asyncio.Future | None,
+        issued: asyncio.Future,
     ) -> None:
-        """Results or dead letters for one batch, sent and acknowledged, then its events acked."""
+        """Results or dead letters for one batch, sent and acknowledged, then its events acked.
+
+        Sends are issued in batch order (after `previous_issued`), so each output partition gets
+        results in input order even when two model calls finish out of order.
+        """
+        try:
+            await self._finish_batch(batch, stream, version, inference, previous, previous_issued, issued)
+        finally:
+            if not issued.done():  # never leave the next batch waiting
+                issued.set_result(None)
+
+    async def _finish_batch(
+        self,
+        batch: _Batch,
+        stream: Any,
+        version: str,
+        inference: asyncio.Future | None,
+        previous: asyncio.Future | None,
+        previous_issued: asyncio.Future | None,
+        issued: asyncio.Future,
+    ) -> None:
         good, letters = batch.good, batch.letters
         results: list[SentimentResult] = []
         if inference is not None:
@@ -334,7 +368,9 @@ class Processor:
         if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
             weak = self.weak_labeler.label_all(tweet for _, tweet in good)
             outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
-        await self._send_all(outputs)
+        if previous_issued is not None:
+            await asyncio.wait([previous_issued])
+        await self._send_all(outputs, issued)
         if previous is not None:  # ack batches in order: Faust commits the highest contiguous offset
             await asyncio.wait([previous])
         for event in batch.events:
@@ -348,13 +384,17 @@ class Processor:
                 counts[f"{tag}|{result.label}"] += 1
         return [(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
 
-    async def _send_all(self, outputs: list[tuple[Any, bytes | None, bytes]]) -> None:
+    async def _send_all(
+        self, outputs: list[tuple[Any, bytes | None, bytes]], issued: asyncio.Future | None = None
+    ) -> None:
         """Send and wait for every ack; retry the whole set (at-least-once) and exit if it never lands."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
                 futures = [
                     await topic.send(key=key, value=value, force=True) for topic, key, value in outputs
                 ]
+                if issued is not None and not issued.done():
+                    issued.set_result(None)  # queued in the producer: the next batch may send
                 await asyncio.gather(*futures)
                 return
             except Exception:
