@@ -326,51 +326,40 @@ class Processor:
         results in input order even when two model calls finish out of order.
         """
         try:
-            await self._finish_batch(batch, stream, version, inference, previous, previous_issued, issued)
+            good, letters = batch.good, batch.letters
+            results: list[SentimentResult] = []
+            if inference is not None:
+                try:
+                    predictions, seconds = await inference
+                except Exception as exc:  # the model itself failed: every tweet becomes a dead letter
+                    log.error(
+                        "inference failed; batch goes to the DLQ",
+                        extra={"batch": len(good), "error": str(exc)},
+                    )
+                    bad = _InferenceError(exc)
+                    letters = letters + [
+                        (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+                        for msg, _ in good
+                    ]
+                else:
+                    metrics.INFERENCE_SECONDS.observe(seconds)
+                    per_tweet_ms = seconds * 1000 / len(good)
+                    results = [
+                        result_for(tweet, prediction, version, per_tweet_ms)
+                        for (_, tweet), prediction in zip(good, predictions, strict=True)
+                    ]
+            outputs = [(self.sentiment_topic, r.key, r.to_bytes()) for r in results]
+            outputs += [(self.dlq_topic, key, letter.to_bytes()) for key, letter in letters]
+            outputs += self._count_outputs(good, results)
+            if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
+                weak = self.weak_labeler.label_all(tweet for _, tweet in good)
+                outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
+            if previous_issued is not None:
+                await asyncio.wait([previous_issued])
+            await self._send_all(outputs, issued)
         finally:
             if not issued.done():  # never leave the next batch waiting
                 issued.set_result(None)
-
-    async def _finish_batch(
-        self,
-        batch: _Batch,
-        stream: Any,
-        version: str,
-        inference: asyncio.Future | None,
-        previous: asyncio.Future | None,
-        previous_issued: asyncio.Future | None,
-        issued: asyncio.Future,
-    ) -> None:
-        good, letters = batch.good, batch.letters
-        results: list[SentimentResult] = []
-        if inference is not None:
-            try:
-                predictions, seconds = await inference
-            except Exception as exc:  # the model itself failed: every tweet becomes a dead letter
-                log.error(
-                    "inference failed; batch goes to the DLQ", extra={"batch": len(good), "error": str(exc)}
-                )
-                bad = _InferenceError(exc)
-                letters = letters + [
-                    (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
-                    for msg, _ in good
-                ]
-            else:
-                metrics.INFERENCE_SECONDS.observe(seconds)
-                per_tweet_ms = seconds * 1000 / len(good)
-                results = [
-                    result_for(tweet, prediction, version, per_tweet_ms)
-                    for (_, tweet), prediction in zip(good, predictions, strict=True)
-                ]
-        outputs = [(self.sentiment_topic, r.key, r.to_bytes()) for r in results]
-        outputs += [(self.dlq_topic, key, letter.to_bytes()) for key, letter in letters]
-        outputs += self._count_outputs(good, results)
-        if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
-            weak = self.weak_labeler.label_all(tweet for _, tweet in good)
-            outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
-        if previous_issued is not None:
-            await asyncio.wait([previous_issued])
-        await self._send_all(outputs, issued)
         if previous is not None:  # ack batches in order: Faust commits the highest contiguous offset
             await asyncio.wait([previous])
         for event in batch.events:
