@@ -12,6 +12,8 @@ from tweetpulse.registry import ModelArtifact
 # (texts per classify call, length-sorted chunk per model run): the serving knobs
 # processor.batch_size and processor.inference_chunk. 32/32 is the issue's anchor configuration.
 BATCHINGS = ((32, 32), (32, 8), (64, 8), (128, 8), (128, 16), (128, 32), (256, 8), (256, 32))
+# On a GPU a kernel launch costs more than the padding it saves: bigger batches and chunks.
+GPU_BATCHINGS = ((128, 128), (256, 64), (256, 256), (512, 128), (512, 512), (1024, 256), (1024, 1024))
 
 
 def classify_rate(classifier: Any, texts: list[str], batch_size: int, workers: int = 1) -> float:
@@ -25,13 +27,12 @@ def classify_rate(classifier: Any, texts: list[str], batch_size: int, workers: i
         return len(texts) / (time.perf_counter() - started)
 
 
-def thread_layouts(cores: int) -> list[tuple[int, int]]:
+def thread_layouts(cores: int, gpu: bool = False) -> list[tuple[int, int]]:
     """(concurrent calls, ONNX Runtime threads per call) to try: one call on every core, and
-    two calls sharing them (what the processor does by default)."""
-    layouts = [(1, cores)]
-    if cores >= 2:
-        layouts.append((2, cores // 2))
-    return layouts
+    two calls sharing them (what the processor does by default). On a GPU, up to four calls, so
+    one batch is tokenized while another runs on the device."""
+    calls = (1, 2, 4) if gpu else (1, 2)
+    return [(n, max(cores // n, 1)) for n in calls if n == 1 or cores >= n]
 
 
 def raw_throughput(
@@ -39,13 +40,17 @@ def raw_throughput(
     texts: list[str],
     provider: str = "auto",
     variant: str = "auto",
-    batchings: tuple[tuple[int, int], ...] = BATCHINGS,
+    batchings: tuple[tuple[int, int], ...] | None = None,
 ) -> dict[str, Any]:
-    """Tweets/s of the processors' Classifier for each batching and thread layout; `tps` is the best."""
-    from tweetpulse.processors.classifier import load_classifier
+    """Tweets/s of the processors' Classifier for each batching and thread layout; `tps` is the best.
 
+    `batchings` defaults to BATCHINGS on the CPU and GPU_BATCHINGS on CUDA."""
+    from tweetpulse.processors.classifier import CUDA, choose_providers, load_classifier
+
+    gpu = choose_providers(provider)[0] == CUDA
+    batchings = batchings or (GPU_BATCHINGS if gpu else BATCHINGS)
     by_config: dict[str, float] = {}
-    for workers, threads in thread_layouts(os.cpu_count() or 1):
+    for workers, threads in thread_layouts(os.cpu_count() or 1, gpu):
         classifier = load_classifier(artifact, provider, variant, threads=threads)
         classify_rate(classifier, texts[:256], 64, workers)  # warm up the allocator and kernels
         for batch, chunk in batchings:

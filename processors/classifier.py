@@ -44,10 +44,25 @@ def choose_providers(preference: Provider) -> list[str]:
     if preference == "cuda":
         if not cuda_usable:
             raise ArtifactError("provider 'cuda' requested but onnxruntime has no CUDAExecutionProvider")
+        preload_cuda_libraries()
         return [CUDA, CPU]
     if preference == "auto" and cuda_usable and gpu_present():
+        preload_cuda_libraries()
         return [CUDA, CPU]
     return [CPU]
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the pip `nvidia-*` packages (the `[gpu]` extra) when they are there;
+    libraries already on the loader path need nothing."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # a partial install: the session start below reports what is missing
+            log.warning("could not preload the CUDA libraries", extra={"error": str(exc)})
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -96,6 +111,15 @@ class Classifier:
         self.tokenizer.enable_truncation(max_length=artifact.max_length)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.provider = self.session.get_providers()[0]
+        if providers[0] == CUDA and self.provider != CUDA:  # ONNX Runtime fell back to the CPU silently
+            if provider == "cuda":
+                raise ArtifactError(
+                    "provider 'cuda' requested but ONNX Runtime could not start CUDA (are the CUDA 13 and "
+                    "cuDNN 9 libraries installed? `pip install 'tweetpulse[gpu]'`)"
+                )
+            log.warning(
+                "a GPU is present but CUDA did not start; serving on the CPU", extra={"model": variant}
+            )
         pad = self.tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else pad
 

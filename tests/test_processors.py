@@ -12,7 +12,7 @@ import pytest
 
 from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet
 from tweetpulse.processors.app import aggregate_tags
-from tweetpulse.processors.classifier import load_classifier
+from tweetpulse.processors.classifier import gpu_present, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
 from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact
 
@@ -52,6 +52,14 @@ def test_classifier_serves_the_int8_graph_on_cpu_by_default(tiny_model_registry:
     predictions = classifier.classify(TEXTS)
     assert len(predictions) == len(TEXTS)
     assert all(p.label in LABELS for p in predictions)
+
+
+@pytest.mark.skipif(gpu_present(), reason="a GPU is present: CUDA may start here")
+def test_cuda_asked_for_on_a_host_where_it_cannot_start_is_refused_not_served_on_the_cpu(
+    tiny_model_registry: ModelRegistry,
+) -> None:
+    with pytest.raises(ArtifactError, match="cuda"):
+        load_classifier(tiny_model_registry.load(), provider="cuda", threads=1)
 
 
 def test_tampered_artifact_is_refused_before_it_can_serve(
