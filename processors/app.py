@@ -41,6 +41,7 @@ from tweetpulse.processors import metrics
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
+from tweetpulse.processors.faust_consumer import guarded_transport
 from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import Settings
@@ -173,6 +174,10 @@ class Processor:
             producer_acks=-1,
             producer_linger_ms=5,
         )
+        count_events = f"{conf.app_id}-label-count-events"
+        # Before any topic is declared: the topics' conductor is built on the app's transport.
+        transport = guarded_transport([settings.topics.raw, count_events])
+        self.app.transport = transport(self.app.conf.broker_consumer, self.app)
         self.raw_topic = self.app.topic(settings.topics.raw)
         self.sentiment_topic = self.app.topic(settings.topics.sentiment)
         self.dlq_topic = self.app.topic(settings.topics.dlq)
@@ -181,7 +186,7 @@ class Processor:
         rt = settings.retrain
         self.weak_labeler = WeakLabeler(rt.weak_label_rate) if rt.weak_labels else None
         self.labeled_topic = self.app.topic(settings.topics.labeled)
-        self.count_events = self.app.topic(f"{conf.app_id}-label-count-events", internal=True)
+        self.count_events = self.app.topic(count_events, internal=True)
         self.counts = self.app.Table(
             "label-counts", default=int, help="tweets per tag|label per tumbling window"
         ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))

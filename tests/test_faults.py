@@ -94,16 +94,6 @@ def produce_around_a_kill(settings: Settings, tweets: list[RawTweet], killed: th
     produce_tweets(settings, tweets[half:], 1000.0)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent failure (6 of 13 runs on an idle 2-core host; the serial processor "
-    "failed too, 1 run of 1). Diagnosed: a few consecutive messages of a partition the "
-    "SURVIVOR keeps (e.g. offsets 1096-1101 of p2) get no result while the group's committed offset is "
-    "past them: they were inside Faust's stream when the post-kill rebalance began, faust-streaming "
-    "0.15.3 skips such messages (flow control suspended / old generation) and ACKS them "
-    "(faust/streams.py), wait_empty then commits past them and the new assignment seeks beyond. "
-    "Not yet fixed.",
-)
 def test_kill_9_of_one_of_two_workers_mid_20k_stream_loses_no_tweet(
     settings: Settings, start_worker: Callable[..., Worker], record_property: Callable
 ) -> None:

@@ -394,12 +394,6 @@ def test_two_workers_share_the_partitions_and_produce_a_result_for_every_input(
     assert all(_processed(w) > 0 for w in workers), "one worker did all the work"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="same known intermittent loss as tests/test_faults.py::test_kill_9_of_one_of_two_workers_"
-    "mid_20k_stream_loses_no_tweet: faust-streaming 0.15.3 skips and acks messages that are inside the "
-    "stream when the post-kill rebalance begins, and commits past them. Not yet fixed.",
-)
 def test_worker_killed_mid_stream_loses_nothing_once_the_group_recovers(
     settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
 ) -> None:
