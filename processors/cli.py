@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="run the whole pipeline end to end on built-in defaults (make demo)",
-        description="Start Kafka, create the topics, train a quick model on the built-in data when the "
+        description="Start Kafka, create the topics, train a first model on the built-in data when the "
         "registry has no production model, start one worker and a synthetic stream, and show the "
         "classified tweets with running counts. Ctrl-C stops the producer, then the worker, cleanly. "
         "Child logs go to ~/.local/state/tweetpulse/demo/.",

@@ -39,6 +39,21 @@ def test_splits_are_deterministic_for_a_seed_and_fingerprinted() -> None:
     assert (len(capped.train), len(capped.val)) == (30, 10)
 
 
+def test_balanced_splits_keep_equal_classes_before_the_cap_and_leave_validation_alone() -> None:
+    examples = [(f"tweet {i}", "negative" if i % 10 < 7 else "positive") for i in range(1000)]
+    splits = make_splits(examples, None, 0.1, seed=7, max_train=200, balance=True)
+    labels = [label for _, label in splits.train]
+    assert (labels.count("negative"), labels.count("positive")) == (100, 100)
+    assert labels[:100].count("positive") not in (0, 100)  # shuffled together, not one class first
+    assert splits == make_splits(examples, None, 0.1, seed=7, max_train=200, balance=True)
+    whole = make_splits(examples, None, 0.1, seed=7, balance=True)
+    positives = sum(1 for _, label in examples if label == "positive") - sum(
+        1 for _, label in whole.val if label == "positive"
+    )
+    assert len(whole.train) == 2 * positives  # every training positive kept, negatives cut to match
+    assert make_splits(examples, None, 0.1, seed=7).val == whole.val
+
+
 def test_labeled_examples_are_read_from_a_topic_up_to_its_end_skipping_malformed(
     settings: Settings, consume_all: Callable[..., list]
 ) -> None:

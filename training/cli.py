@@ -83,6 +83,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument("--max-samples", type=int, help="use at most this many training examples")
     parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="downsample the training classes to equal counts (seeded, before --max-samples): for "
+        "skewed data such as the built-in tweets (70%% negative)",
+    )
     parser.add_argument("--seed", type=int, default=13, help="seed for splits, sampling and init")
     parser.add_argument(
         "--target-modules", nargs="+", help="LoRA target modules (default: resolved per architecture)"
@@ -154,6 +160,7 @@ def _config(args: argparse.Namespace, settings: Settings) -> TrainConfig:
         max_steps=getattr(args, "max_steps", None),
         max_samples=getattr(args, "max_samples", None),
         max_val_samples=args.max_val_samples,
+        balance=getattr(args, "balance", False),
         seed=getattr(args, "seed", 13),
         output=args.output,
         publish=not args.no_publish,

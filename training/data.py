@@ -167,6 +167,19 @@ def parse_labeled_message(value: bytes | None) -> Example | None:
     return text, label
 
 
+def balanced(examples: Sequence[Example], rng: random.Random, limit: int | None = None) -> list[Example]:
+    """Equal counts per label (the first ones of each, at most ``limit`` in all), shuffled with ``rng``."""
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example[1], []).append(example)
+    per_label = min((len(group) for group in by_label.values()), default=0)
+    if limit is not None and by_label:
+        per_label = min(per_label, limit // len(by_label))
+    kept = [example for group in by_label.values() for example in group[:per_label]]
+    rng.shuffle(kept)
+    return kept
+
+
 def make_splits(
     train: Sequence[Example],
     val: Sequence[Example] | None,
@@ -174,8 +187,13 @@ def make_splits(
     seed: int = 13,
     max_train: int | None = None,
     max_val: int | None = None,
+    balance: bool = False,
 ) -> Splits:
-    """Deterministic splits: shuffled with `seed`; without a validation set, hold out `val_fraction`."""
+    """Deterministic splits: shuffled with `seed`; without a validation set, hold out `val_fraction`.
+
+    ``balance`` downsamples every class of the training split to the size of the smallest one
+    (before the ``max_train`` cap), so a skewed corpus does not teach the majority class as a prior.
+    """
     rng = random.Random(seed)
     train = list(train)
     rng.shuffle(train)
@@ -187,6 +205,8 @@ def make_splits(
     else:
         val = list(val)
         random.Random(seed + 1).shuffle(val)
+    if balance:
+        train = balanced(train, rng, max_train)
     train = train[:max_train] if max_train else train
     val = val[:max_val] if max_val else val
     if not train or not val:

@@ -27,7 +27,13 @@ def load_splits(config: TrainConfig, settings: Settings) -> Splits:
     train = [ex for spec in config.data for ex in load_source(spec, settings)]
     val = load_source(config.val, settings) if config.val else None
     return make_splits(
-        train, val, config.val_fraction, config.seed, config.max_samples, config.max_val_samples
+        train,
+        val,
+        config.val_fraction,
+        config.seed,
+        config.max_samples,
+        config.max_val_samples,
+        balance=config.balance,
     )
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_samples: int | None = None  # cap on training examples
     max_val_samples: int | None = None  # cap on validation examples (parity and int8 gates use them)
+    balance: bool = False  # downsample the training classes to equal counts
     val_fraction: float = 0.1
     seed: int = 13
     output: Path | None = None  # work folder (checkpoints, curve, export); None: a temporary one

@@ -1,0 +1,106 @@
+"""`tweetpulse demo` (`make demo`, the README's first command) end to end on the real broker."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+from test_processors_pipeline import WORKER_ENV, free_port  # tests/ is on sys.path
+
+from tweetpulse.cli import build_parser
+from tweetpulse.processors.demo import TRAIN
+from tweetpulse.registry import ModelRegistry
+from tweetpulse.settings import Settings
+
+
+def test_demo_trains_its_first_model_with_the_best_recipe_on_balanced_builtin_data() -> None:
+    args = build_parser().parse_args(TRAIN)
+    assert (args.preset, args.data, args.balance, args.promote) == ("best", ["builtin"], True, True)
+    assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
+
+
+def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:
+    t = settings.topics
+    port = settings.kafka.bootstrap_servers.rsplit(":", 1)[1]
+    state_home = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    running_broker = os.environ.get(
+        "TWEETPULSE_KAFKA_STATE", str(state_home / "tweetpulse" / f"kafka-{port}")
+    )
+    env = {
+        **os.environ,
+        **WORKER_ENV,
+        "XDG_STATE_HOME": str(tmp_path / "state"),  # the children's logs
+        "TWEETPULSE_KAFKA_STATE": running_broker,  # so the demo finds the broker the tests started
+        "TWEETPULSE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TWEETPULSE_TOPICS__RAW": t.raw,
+        "TWEETPULSE_TOPICS__SENTIMENT": t.sentiment,
+        "TWEETPULSE_TOPICS__DLQ": t.dlq,
+        "TWEETPULSE_TOPICS__AGGREGATES": t.aggregates,
+        "TWEETPULSE_TOPICS__MODELS": t.models,
+        "TWEETPULSE_TOPICS__LABELED": t.labeled,
+        "TWEETPULSE_TOPICS__DRIFT": t.drift,
+        "TWEETPULSE_TOPICS__PARTITIONS": str(t.partitions),
+        "TWEETPULSE_REGISTRY__ROOT": str(registry.root),
+        "TWEETPULSE_PROCESSOR__APP_ID": app_id,
+        "TWEETPULSE_PROCESSOR__WEB_PORT": str(free_port()),
+        "TWEETPULSE_DASHBOARD__PORT": str(free_port()),
+    }
+    env.pop("TWEETPULSE_CONFIG", None)
+    return env
+
+
+def _lines(stream) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    return lines
+
+
+def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
+    settings: Settings, tiny_model_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    app_id = f"tp-demo-{uuid.uuid4().hex[:8]}"
+    env = _demo_env(settings, tiny_model_registry, tmp_path, app_id)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tweetpulse", "demo", "--rate", "40"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, seen = _lines(demo.stdout), []
+    version = tiny_model_registry.production()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and demo.poll() is None:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            classified = [line for line in seen if f"[{version}]" in line]
+            if len(classified) >= 30 and any(line.startswith("-- ") for line in seen):
+                break
+        assert len([line for line in seen if f"[{version}]" in line]) >= 30, "".join(seen[-40:])
+        demo.send_signal(signal.SIGINT)
+        demo.wait(90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        admin = AdminClient(settings.kafka.confluent_config())
+        internal = [name for name in admin.list_topics(timeout=10).topics if name.startswith(app_id)]
+        if internal:
+            admin.delete_topics(internal)
+    while not lines.empty():
+        seen.append(lines.get())
+    output = "".join(seen)
+    assert demo.returncode == 0, output[-3000:]  # Ctrl-C is the way a demo ends: a clean exit
+    for child in ("dashboard", "producer", "worker"):
+        assert f"{child} stopped (exit 0)" in output, output[-3000:]
+    assert (tmp_path / "state" / "tweetpulse" / "demo" / "worker.log").stat().st_size > 0
