@@ -38,6 +38,7 @@ def worker_env(settings: Settings, app_id: str, registry_root: Path, **extra: st
         "TWEETPULSE_TOPICS__AGGREGATES": t.aggregates,
         "TWEETPULSE_TOPICS__MODELS": t.models,
         "TWEETPULSE_TOPICS__LABELED": t.labeled,
+        "TWEETPULSE_TOPICS__DRIFT": t.drift,
         "TWEETPULSE_TOPICS__PARTITIONS": str(t.partitions),
         "TWEETPULSE_REGISTRY__ROOT": str(registry_root),
         "TWEETPULSE_PROCESSOR__APP_ID": app_id,

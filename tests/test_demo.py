@@ -11,10 +11,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TextIO
 
 from confluent_kafka.admin import AdminClient
-from test_processors_pipeline import WORKER_ENV, free_port  # tests/ is on sys.path
+from test_processors_pipeline import WORKER_ENV  # tests/ is on sys.path
 
+from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.cli import build_parser
 from tweetpulse.processors.demo import TRAIN
 from tweetpulse.registry import ModelRegistry
@@ -28,38 +30,32 @@ def test_demo_trains_its_first_model_with_the_best_recipe_on_balanced_builtin_da
 
 
 def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:
-    t = settings.topics
     port = settings.kafka.bootstrap_servers.rsplit(":", 1)[1]
     state_home = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
     running_broker = os.environ.get(
         "TWEETPULSE_KAFKA_STATE", str(state_home / "tweetpulse" / f"kafka-{port}")
     )
-    env = {
-        **os.environ,
+    return worker_env(
+        settings,
+        app_id,
+        registry.root,
         **WORKER_ENV,
-        "XDG_STATE_HOME": str(tmp_path / "state"),  # the children's logs
-        "TWEETPULSE_KAFKA_STATE": running_broker,  # so the demo finds the broker the tests started
-        "TWEETPULSE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "TWEETPULSE_TOPICS__RAW": t.raw,
-        "TWEETPULSE_TOPICS__SENTIMENT": t.sentiment,
-        "TWEETPULSE_TOPICS__DLQ": t.dlq,
-        "TWEETPULSE_TOPICS__AGGREGATES": t.aggregates,
-        "TWEETPULSE_TOPICS__MODELS": t.models,
-        "TWEETPULSE_TOPICS__LABELED": t.labeled,
-        "TWEETPULSE_TOPICS__DRIFT": t.drift,
-        "TWEETPULSE_TOPICS__PARTITIONS": str(t.partitions),
-        "TWEETPULSE_REGISTRY__ROOT": str(registry.root),
-        "TWEETPULSE_PROCESSOR__APP_ID": app_id,
-        "TWEETPULSE_PROCESSOR__WEB_PORT": str(free_port()),
-        "TWEETPULSE_DASHBOARD__PORT": str(free_port()),
-    }
-    env.pop("TWEETPULSE_CONFIG", None)
-    return env
+        XDG_STATE_HOME=str(tmp_path / "state"),  # the children's logs
+        TWEETPULSE_KAFKA_STATE=running_broker,  # so the demo finds the broker the tests started
+        TWEETPULSE_PROCESSOR__WEB_PORT=str(free_port()),
+        TWEETPULSE_DASHBOARD__PORT=str(free_port()),
+    )
 
 
-def _lines(stream) -> queue.Queue[str]:
+def _lines(stream: TextIO) -> queue.Queue[str]:
+    """The lines of `stream`, read by a thread so the test can wait on them with a timeout."""
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
     return lines
 
 

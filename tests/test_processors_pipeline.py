@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +25,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.contracts import LABELS, DeadLetter, RawTweet, SentimentResult
 from tweetpulse.kafka import producer_config
 from tweetpulse.processors.app import aggregate_tags
@@ -49,12 +48,6 @@ WORKER_ENV = {
     "TWEETPULSE_PROCESSOR__BATCH_SIZE": "32",
     "TWEETPULSE_LOG_FORMAT": "text",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Worker:
@@ -144,21 +137,7 @@ def start_worker(
     settings: Settings, registry: ModelRegistry, tmp_path: Path
 ) -> Iterator[Callable[..., Worker]]:
     app_id = f"tp-test-{uuid.uuid4().hex[:8]}"
-    t = settings.topics
-    env = {
-        **os.environ,
-        **WORKER_ENV,
-        "TWEETPULSE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "TWEETPULSE_TOPICS__RAW": t.raw,
-        "TWEETPULSE_TOPICS__SENTIMENT": t.sentiment,
-        "TWEETPULSE_TOPICS__DLQ": t.dlq,
-        "TWEETPULSE_TOPICS__AGGREGATES": t.aggregates,
-        "TWEETPULSE_TOPICS__MODELS": t.models,
-        "TWEETPULSE_TOPICS__PARTITIONS": str(t.partitions),
-        "TWEETPULSE_REGISTRY__ROOT": str(registry.root),
-        "TWEETPULSE_PROCESSOR__APP_ID": app_id,
-    }
-    env.pop("TWEETPULSE_CONFIG", None)
+    env = worker_env(settings, app_id, registry.root, **WORKER_ENV)
     workers: list[Worker] = []
 
     def _start(**extra_env: str) -> Worker:
