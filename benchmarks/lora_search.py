@@ -1,6 +1,6 @@
-"""Search for the `best` preset: full `finetune` runs (PEFT LoRA + Trainer) side by side.
+"""Search for the `fast` preset (MiniLM; `best` before it moved to MPNet): full `finetune` runs (PEFT LoRA + Trainer) side by side.
 
-Each trial trains the `best` preset with some fields overridden, from the same base on the same
+Each trial trains the `fast` preset with some fields overridden, from the same base on the same
 train file, and is scored by the PyTorch fp32 accuracy on the validation file at the epoch's end
 (the served int8 model is typically 0-0.5 points lower). Trials run `--parallel` at a time in
 their own processes: on a GPU host they share the GPU; on 2 CPU cores run one at a time.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# name -> overrides of the `best` preset; compute per trial ~ epochs x max_length (batch size aside)
+# name -> overrides of the `fast` preset; compute per trial ~ epochs x max_length (batch size aside)
 TRIALS: dict[str, dict[str, Any]] = {
     "best": {},
     "best-seed14": {"seed": 14},
@@ -47,7 +47,7 @@ def run_trial(name: str, train: str, val: str, out: Path, max_steps: int | None 
 
     overrides = dict(TRIALS[name])
     seed = int(overrides.pop("seed", 13))
-    preset = dataclasses.replace(PRESETS["best"], **overrides)
+    preset = dataclasses.replace(PRESETS["fast"], **overrides)
     splits = make_splits(load_source(train), load_source(val), seed=seed)
     base, _ = resolve_base(None)
     result = finetune(base, splits, preset, out / name, max_steps=max_steps, seed=seed, progress=False)

@@ -120,7 +120,7 @@ class Classifier:
             log.warning(
                 "a GPU is present but CUDA did not start; serving on the CPU", extra={"model": variant}
             )
-        pad = self.tokenizer.token_to_id("[PAD]")
+        pad = self.tokenizer.token_to_id(artifact.pad_token)
         self.pad_id = 0 if pad is None else pad
 
     def __repr__(self) -> str:

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the fixed validation file of the gate (retrain.val_file; default a seeded hold-out of the base data)",
     )
-    p.add_argument("--preset", help="training preset: seed or best (retrain.preset)")
+    p.add_argument("--preset", help="training preset: seed, fast or best (retrain.preset; default fast)")
     p.add_argument("--max-steps", type=int, help="cap on training steps (retrain.max_steps)")
     p.add_argument(
         "--max-base-samples", type=int, help="base examples used per run (retrain.max_base_samples)"

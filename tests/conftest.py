@@ -107,7 +107,7 @@ def tiny_training_run(tmp_path_factory: pytest.TempPathFactory) -> TinyTrainingR
     config = TrainConfig(
         data=[str(train)] if has_shared else ["builtin"],
         val=str(val) if has_shared else None,
-        preset="best",
+        preset="fast",
         overrides={"batch_size": 16},
         max_steps=30,
         max_samples=1000,

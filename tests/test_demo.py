@@ -23,9 +23,9 @@ from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
 
 
-def test_demo_trains_its_first_model_with_the_best_recipe_on_balanced_builtin_data() -> None:
+def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_data() -> None:
     args = build_parser().parse_args(TRAIN)
-    assert (args.preset, args.data, args.balance, args.promote) == ("best", ["builtin"], True, True)
+    assert (args.preset, args.data, args.balance, args.promote) == ("fast", ["builtin"], True, True)
     assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
 
 

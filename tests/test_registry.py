@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact
+from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact, pad_token
 
 
 def _export_folder(tmp: Path, tag: str) -> Path:
@@ -58,3 +58,11 @@ def test_unknown_version_and_empty_registry_are_refused_clearly(tmp_path: Path) 
         registry.load()
     with pytest.raises(ArtifactError, match="no model version 'v0042'"):
         registry.load("v0042")
+
+
+def test_pad_token_comes_from_the_saved_tokenizer_config(tmp_path: Path) -> None:
+    assert pad_token(tmp_path) == "[PAD]"  # no tokenizer_config.json: BERT's
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    assert pad_token(tmp_path) == "<pad>"  # MPNet / RoBERTa vocabularies
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": {"content": "<p>"}}))
+    assert pad_token(tmp_path) == "<p>"

@@ -387,7 +387,7 @@ def gate_settings(settings: Settings, train_file: Path, val_file: Path, work_dir
         val_file=val_file,
         max_base_samples=None,
         max_val_samples=None,
-        preset="best",
+        preset="fast",
         max_steps=TRAIN_STEPS,
         work_dir=work_dir,
         tolerance=0.005,

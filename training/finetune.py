@@ -55,10 +55,13 @@ def _accuracy(eval_pred: Any) -> dict[str, float]:
 
 def load_base(base: str, targets: list[str] | None, preset: Preset):
     """The base model with a fresh classification head and LoRA adapters, and its tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, ignore_mismatched_sizes=True
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, ignore_mismatched_sizes=True
+        )
+    except OSError as exc:  # not a folder, and the hub is unreachable or has no such model
+        raise FileNotFoundError(f"cannot load base model {base!r}: {exc}") from None
     targets = targets or target_modules(model.config.model_type, preset.targets)
     lora = LoraConfig(
         task_type="SEQ_CLS",  # also trains and saves the new classifier head (modules_to_save)

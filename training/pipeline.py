@@ -31,7 +31,7 @@ def load_splits(config: TrainConfig, settings: Settings) -> Splits:
         val,
         config.val_fraction,
         config.seed,
-        config.max_samples,
+        config.sample_cap(),
         config.max_val_samples,
         balance=config.balance,
     )
@@ -63,7 +63,7 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
     from tweetpulse.training.finetune import finetune, plot_curve
 
     preset = config.resolved_preset()
-    base_path, base_name = resolve_base(config.base)
+    base_path, base_name = resolve_base(config.base_model())
     splits = load_splits(config, settings)
     log.info("training", extra={"preset": preset.name, "base": base_name, "train": len(splits.train)})
     result = finetune(
@@ -161,14 +161,15 @@ def export_adapter(
     from tweetpulse.training.export import write_metrics
     from tweetpulse.training.finetune import load_merged
 
-    base_path, base_name = resolve_base(config.base)
+    lora = json.loads((adapter / "adapter_config.json").read_text())
+    # The adapter names the base it was trained on; --base overrides (e.g. a moved folder).
+    base_path, base_name = resolve_base(config.base or lora.get("base_model_name_or_path"))
     model, tokenizer = load_merged(base_path, adapter)
     folder, gates = export_and_verify(model, tokenizer, val, max_length, work_dir, config)
     parity = gates["export"]
     write_metrics(
         folder, {k: parity[k] for k in ("val_examples", "onnx_fp32_accuracy", "onnx_int8_accuracy")}
     )
-    lora = json.loads((adapter / "adapter_config.json").read_text())
     fields = {
         "base_model": base_name,
         "adapter": str(adapter),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from tweetpulse.registry import pad_token
 
 
 class OnnxClassifier:
@@ -22,11 +23,17 @@ class OnnxClassifier:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
-        pad_token = _pad_token(folder)
-        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad_token) or 0, pad_token=pad_token)
+        pad = pad_token(folder)
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad) or 0, pad_token=pad)
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        return np.concatenate([self._run(batch) for batch in _batches(texts, batch_size)])
+        """Logits in input order; batches are cut from the texts sorted by length, so pad less."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
+        logits = np.concatenate([self._run(batch) for batch in _batches(ordered, batch_size)])
+        out = np.empty_like(logits)
+        out[order] = logits
+        return out
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.logits(texts, batch_size).argmax(axis=-1)
@@ -39,17 +46,6 @@ class OnnxClassifier:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         return self.session.run(["logits"], {name: arrays[name] for name in self.inputs})[0]
-
-
-def _pad_token(folder: Path) -> str:
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        pad = json.loads(config.read_text()).get("pad_token")
-        if isinstance(pad, dict):
-            pad = pad.get("content")
-        if pad:
-            return str(pad)
-    return "[PAD]"
 
 
 def _batches(texts: Sequence[str], size: int) -> Iterator[Sequence[str]]:

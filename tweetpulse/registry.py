@@ -73,9 +73,26 @@ class ModelArtifact:
         return path if path.is_file() else self.path / VARIANTS["fp32"]
 
     @property
+    def pad_token(self) -> str:
+        return pad_token(self.path)
+
+    @property
     def metrics(self) -> dict[str, Any]:
         path = self.path / "metrics.json"
         return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def pad_token(folder: Path) -> str:
+    """The padding token of the tokenizer saved in `folder` ('[PAD]' in BERT vocabularies, '<pad>' in
+    MPNet/RoBERTa ones), from its tokenizer_config.json."""
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        pad = json.loads(config.read_text()).get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if pad:
+            return str(pad)
+    return "[PAD]"
 
 
 def load_artifact(path: str | Path, verify: bool = True) -> ModelArtifact:
