@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from tweetpulse.cli import Parser, run_cli
 from tweetpulse.dashboard.cli import DESCRIPTION, add_options, run
-from tweetpulse.logs import configure_logging
-from tweetpulse.settings import SettingsError, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tweetpulse.dashboard", description=DESCRIPTION)
+    """What ``tweetpulse dashboard`` does, with the same one-line errors."""
+    parser = Parser(prog="python -m tweetpulse.dashboard", description=DESCRIPTION)
     parser.add_argument("--config", help="TOML config file (or set TWEETPULSE_CONFIG); env vars override it")
     add_options(parser)
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.config) if args.config else load_settings()
-    except SettingsError as exc:
-        print(f"tweetpulse dashboard: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    return run(args, settings)
+    return run_cli("tweetpulse dashboard", parser.parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import socket
 from typing import Any
 
 from pydantic import ValidationError
 
+from tweetpulse.cli import CommandError
 from tweetpulse.contracts import describe_validation_error
 from tweetpulse.settings import DashboardSettings, Settings, SettingsError
 
@@ -29,6 +30,7 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> Dashboard
         "processor_group": args.group,
         "replay_minutes": args.replay_minutes,
         "window_minutes": args.window_minutes,
+        "allowed_hosts": args.allowed_host,
     }
     merged: dict[str, Any] = settings.dashboard.model_dump() | {
         k: v for k, v in given.items() if v is not None
@@ -40,20 +42,27 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> Dashboard
         raise SettingsError(f"invalid dashboard option: {describe_validation_error(exc)}") from None
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, bound before anything starts so a bad address or a port in
+    use ends the command with one line (CommandError) instead of a server that half started."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; SettingsError or CommandError for a bad option or address."""
     from aiohttp import web
 
     from tweetpulse.dashboard.server import create_app
 
-    try:
-        options = options_from_args(args, settings)
-    except SettingsError as exc:
-        print(f"tweetpulse dashboard: {exc}", file=sys.stderr)
-        return 2
+    options = options_from_args(args, settings)
+    sock = listen(options.host, options.port)
     host = "localhost" if options.host in ("0.0.0.0", "::") else options.host
     print(f"TweetPulse dashboard: http://{host}:{options.port}/", flush=True)
-    app = create_app(settings, options)
-    web.run_app(app, host=options.host, port=options.port, print=None, access_log=None)
+    web.run_app(create_app(settings, options), sock=sock, print=None, access_log=None)
     return 0
 
 
@@ -77,6 +86,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help=f"minutes of per-minute history kept and charted (default {defaults.window_minutes})",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a host name the page is served under besides localhost and IP addresses, e.g. the name "
+        "of a proxy in front of it; other Host headers get 421 (repeatable; replaces "
+        "dashboard.allowed_hosts; '*' answers any)",
     )
 
 

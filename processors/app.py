@@ -13,6 +13,7 @@ uncommitted, so the partition's next owner classifies those tweets again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -29,8 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from faust.sensors import Sensor
+
 from tweetpulse.contracts import (
-    ContractError,
     DeadLetter,
     ModelAnnouncement,
     RawTweet,
@@ -40,17 +42,19 @@ from tweetpulse.contracts import (
 from tweetpulse.processors import metrics
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
-from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
+from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key, parse_raw
+from tweetpulse.processors.exits import EXIT_AGENT_CRASHED, fatal
 from tweetpulse.processors.faust_consumer import guarded_transport
-from tweetpulse.registry import ArtifactError, ModelRegistry
+from tweetpulse.processors.sender import Output, OutputSender
+from tweetpulse.processors.watchdog import Limits, Watchdog
+from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.weak_labels import WeakLabeler
-from tweetpulse.settings import Settings
+from tweetpulse.settings import ProcessorSettings, Settings
 
 log = logging.getLogger(__name__)
 
 HASHTAG = re.compile(r"#(\w{1,64})")
 NO_TAG = "(none)"
-SEND_ATTEMPTS = 5
 BATCHES_IN_FLIGHT = 4  # classified batches still being sent before the model waits
 
 
@@ -84,32 +88,39 @@ class _Batch:
 
     events: list[Any]
     good: list[tuple[Any, RawTweet]]
-    letters: list[tuple[bytes | None, DeadLetter]]
+    letters: list[tuple[Any, DeadLetter]]  # each with its raw message
 
 
 def parse_events(
-    events: list[Any],
-) -> tuple[list[tuple[Any, RawTweet]], list[tuple[bytes | None, DeadLetter]]]:
-    """Valid raw tweets (with their messages) and dead letters for the rest, in input order."""
+    events: list[Any], conf: ProcessorSettings
+) -> tuple[list[tuple[Any, RawTweet]], list[tuple[Any, DeadLetter]]]:
+    """Valid raw tweets and dead letters for the rest, each with its message, in input order."""
     good: list[tuple[Any, RawTweet]] = []
-    letters: list[tuple[bytes | None, DeadLetter]] = []
+    letters: list[tuple[Any, DeadLetter]] = []
     for event in events:
         msg = event.message
         try:
-            good.append((msg, parse_raw(msg.value)))
+            good.append((msg, parse_raw(msg.value, conf.max_message_bytes, conf.max_json_depth)))
         except BadMessageError as bad:
-            letters.append(
-                (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
-            )
+            letters.append((msg, letter_for(msg, bad, conf.dlq_max_value_bytes)))
     return good, letters
 
 
+def letter_for(msg: Any, bad: BadMessageError, max_value_bytes: int) -> DeadLetter:
+    """The dead letter of one raw message (a Faust message)."""
+    return dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value, max_value_bytes)
+
+
 def timed(
-    classify: Callable[[list[str]], list[Prediction]], texts: list[str]
+    classify: Callable[[list[str]], list[Prediction]], texts: list[str], watchdog: Watchdog
 ) -> tuple[list[Prediction], float]:
-    """Predictions and the seconds they took (runs on the inference thread)."""
+    """Predictions and the seconds they took (runs on the inference thread, watched for a timeout)."""
+    call = watchdog.call_started()
     started = time.perf_counter()
-    predictions = classify(texts)
+    try:
+        predictions = classify(texts)
+    finally:
+        watchdog.call_finished(call)
     return predictions, time.perf_counter() - started
 
 
@@ -148,6 +159,12 @@ class Processor:
         self.finishing: deque[asyncio.Future] = deque()  # _finish tasks, oldest first
         self.last_issued: asyncio.Future | None = None  # set once the newest batch's sends are queued
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.watchdog = Watchdog(
+            Limits(
+                conf.inference_timeout_s, conf.stall_timeout_s, conf.shutdown_grace_s, conf.liveness_timeout_s
+            )
+        )
+        self.sender = OutputSender(conf.send_timeout_s, self._dead_letter_output)
         self.app = faust.App(
             conf.app_id,
             broker=broker_urls(settings.kafka),
@@ -191,23 +208,28 @@ class Processor:
             "label-counts", default=int, help="tweets per tag|label per tumbling window"
         ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))
         self._wire()
+        self.app.sensors.add(_CommitSensor(self.watchdog))
         metrics.MODEL.info({"version": classifier.version, "provider": classifier.provider})
 
     # -- wiring -------------------------------------------------------------------------------
 
     def _wire(self) -> None:
         app = self.app
-        app.agent(self.raw_topic, name="classify")(self._classify_agent)
-        app.agent(self.count_events, name="count-labels")(self._count_agent)
+        app.agent(self.raw_topic, name="classify")(_exit_on_crash(self._classify_agent))
+        app.agent(self.count_events, name="count-labels")(_exit_on_crash(self._count_agent))
         app.task(self._watch_models)
         app.timer(self.conf.lag_interval_s)(self._update_lag)
+        app.page("/livez")(self._live_view)
+        app.page("/readyz")(self._ready_view)
+        app.page("/metrics")(self._metrics_view)
         app.page("/tweetpulse/status/")(self._status_view)
         app.page("/tweetpulse/counts/")(self._counts_view)
-        app.page("/tweetpulse/metrics/")(self._metrics_view)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
+        self.watchdog.committed()  # a fresh assignment restarts the liveness clock
+        self.watchdog.ready = True
         log.info(
             "partitions assigned",
             extra={
@@ -240,7 +262,8 @@ class Processor:
         for event in events:
             event.message.incref()  # take_events acks on leaving the loop body; this keeps them
         metrics.MESSAGES_IN.inc(len(events))
-        good, letters = parse_events(events)
+        self.watchdog.taken(len(events))
+        good, letters = parse_events(events, self.conf)
         self.queue.append(_Batch(events, good, letters))
         self.queued += len(events)
         self.queue_changed.set()
@@ -265,25 +288,21 @@ class Processor:
             inference: asyncio.Future | None = None
             if batch.good:
                 texts = [tweet.text for _, tweet in batch.good]
-                inference = loop.run_in_executor(self.inference, timed, classifier.classify, texts)
+                inference = loop.run_in_executor(
+                    self.inference, timed, classifier.classify, texts, self.watchdog
+                )
                 inference.add_done_callback(lambda _: slots.release())
             else:
                 slots.release()
             previous = self.finishing[-1] if self.finishing else None
             previous_issued, self.last_issued = self.last_issued, loop.create_future()
-            self.finishing.append(
-                asyncio.ensure_future(
-                    self._finish(
-                        batch,
-                        stream,
-                        classifier.version,
-                        inference,
-                        previous,
-                        previous_issued,
-                        self.last_issued,
-                    )
+            finishing = asyncio.ensure_future(
+                self._finish(
+                    batch, stream, classifier.version, inference, previous, previous_issued, self.last_issued
                 )
             )
+            finishing.add_done_callback(_crash_on_error)  # a batch that cannot finish ends the worker
+            self.finishing.append(finishing)
             while self.finishing and self.finishing[0].done():
                 self.finishing.popleft()
             while len(self.finishing) > BATCHES_IN_FLIGHT:  # the broker is slow: stop classifying
@@ -341,10 +360,9 @@ class Processor:
                         "inference failed; batch goes to the DLQ",
                         extra={"batch": len(good), "error": str(exc)},
                     )
-                    bad = _InferenceError(exc)
+                    bad = BadMessageError("inference-error", f"model failed on this batch: {exc}")
                     letters = letters + [
-                        (msg.key, dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value))
-                        for msg, _ in good
+                        (msg, letter_for(msg, bad, self.conf.dlq_max_value_bytes)) for msg, _ in good
                     ]
                 else:
                     metrics.INFERENCE_SECONDS.observe(seconds)
@@ -353,15 +371,18 @@ class Processor:
                         result_for(tweet, prediction, version, per_tweet_ms)
                         for (_, tweet), prediction in zip(good, predictions, strict=True)
                     ]
-            outputs = [(self.sentiment_topic, r.key, r.to_bytes()) for r in results]
-            outputs += [(self.dlq_topic, key, letter.to_bytes()) for key, letter in letters]
+            outputs = [
+                Output(self.sentiment_topic, r.key, r.to_bytes(), msg)
+                for r, (msg, _) in zip(results, good, strict=False)
+            ]
+            outputs += [self._letter_output(msg, letter) for msg, letter in letters]
             outputs += self._count_outputs(good, results)
             if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
                 weak = self.weak_labeler.label_all(tweet for _, tweet in good)
-                outputs += [(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
+                outputs += [Output(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
             if previous_issued is not None:
                 await asyncio.wait([previous_issued])
-            await self._send_all(outputs, issued)
+            await self.sender.send_all(outputs, issued)
         finally:
             if not issued.done():  # never leave the next batch waiting
                 issued.set_result(None)
@@ -369,35 +390,32 @@ class Processor:
             await asyncio.wait([previous])
         for event in batch.events:
             await stream.ack(event)
+        self.watchdog.finished(len(batch.events))
         self._record(batch.events, results, letters)
 
-    def _count_outputs(self, good: list[tuple[Any, RawTweet]], results: list[SentimentResult]) -> list:
+    def _letter_output(self, msg: Any, letter: DeadLetter) -> Output:
+        return Output(self.dlq_topic, dead_letter_key(msg.key), letter.to_bytes(), msg)
+
+    def _dead_letter_output(self, refused: Output, reason: str, error: str) -> Output | None:
+        """The dead letter that replaces an output the broker refused for its size (see sender.py)."""
+        if refused.topic is self.dlq_topic:  # a dead letter too large: keep no original bytes at all
+            if refused.source is None or b'"original_value_b64":""' in refused.value:
+                return None
+            letter = letter_for(refused.source, BadMessageError(reason, error), 0)
+            return Output(self.dlq_topic, dead_letter_key(refused.source.key), letter.to_bytes())
+        if refused.source is None:  # an aggregate or weak label: small by construction, so a config issue
+            return None
+        letter = letter_for(refused.source, BadMessageError(reason, error), self.conf.dlq_max_value_bytes)
+        return self._letter_output(refused.source, letter)
+
+    def _count_outputs(
+        self, good: list[tuple[Any, RawTweet]], results: list[SentimentResult]
+    ) -> list[Output]:
         counts: Counter[str] = Counter()
         for (_, tweet), result in zip(good, results, strict=False):
             for tag in aggregate_tags(tweet):
                 counts[f"{tag}|{result.label}"] += 1
-        return [(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
-
-    async def _send_all(
-        self, outputs: list[tuple[Any, bytes | None, bytes]], issued: asyncio.Future | None = None
-    ) -> None:
-        """Send and wait for every ack; retry the whole set (at-least-once) and exit if it never lands."""
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            try:
-                futures = [
-                    await topic.send(key=key, value=value, force=True) for topic, key, value in outputs
-                ]
-                if issued is not None and not issued.done():
-                    issued.set_result(None)  # queued in the producer: the next batch may send
-                await asyncio.gather(*futures)
-                return
-            except Exception:
-                metrics.SEND_RETRIES.inc()
-                log.exception("sending results failed", extra={"attempt": attempt, "outputs": len(outputs)})
-                await asyncio.sleep(min(2**attempt, 30))
-        # Leaving the agent body would ack unsent events; exiting leaves their offsets uncommitted.
-        log.critical("results could not be produced; exiting so another worker takes over")
-        os._exit(70)
+        return [Output(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
 
     def _record(
         self, events: list[Any], results: list[SentimentResult], letters: list[tuple[Any, DeadLetter]]
@@ -447,7 +465,24 @@ class Processor:
     # -- model hot swap -----------------------------------------------------------------------
 
     async def _watch_models(self) -> None:
-        """Follows the compacted models topic (no consumer group: every worker reads all of it)."""
+        """Follows the compacted models topic (no consumer group: every worker reads all of it).
+
+        An announcement is only a hint to look: the worker serves what the registry's PRODUCTION
+        pointer names, so a forged or stale record can never make it load another version. Nothing
+        read here can stop the worker: errors are logged, counted, and the watch starts again.
+        """
+        backoff = 1.0
+        while True:
+            try:
+                await self._follow_announcements()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("model watch failed; retrying", extra={"error": str(exc), "retry_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def _follow_announcements(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.settings.topics.models, 0)
@@ -457,32 +492,32 @@ class Processor:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            latest = None
-            while await consumer.position(tp) < end:  # catch up: only the newest announcement counts
+            announced = False
+            while await consumer.position(tp) < end:  # catch up: one look at the registry for all of it
                 for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    latest = _announced_version(record.value) or latest
-            if latest:
-                await self.swap_to(latest)
+                    announced = _is_announcement(record.value) or announced
+            if announced:
+                await self.swap_to_production()
             async for record in consumer:
-                version = _announced_version(record.value)
-                if version:
-                    await self.swap_to(version)
+                if _is_announcement(record.value):
+                    await self.swap_to_production()
         finally:
             await consumer.stop()
 
-    async def swap_to(self, version: str) -> bool:
-        """Load, verify and warm `version` off the event loop, then serve it from the next batch on."""
-        if version == self.classifier.version:
-            return False
+    async def swap_to_production(self) -> bool:
+        """Load, verify and warm the registry's production version off the event loop, then serve it from
+        the next batch on. Any failure keeps the current model serving (logged, and counted)."""
         loop = asyncio.get_running_loop()
         try:
-            new = await loop.run_in_executor(self.loader, self._load, version)
-        except ArtifactError as exc:
+            new = await loop.run_in_executor(self.loader, self._load_production_if_new)
+        except Exception as exc:  # ArtifactError, or anything a broken artifact makes a library raise
             metrics.MODEL_SWAPS.labels("refused").inc()
             log.error(
                 "model refused; the current one keeps serving",
-                extra={"version": version, "serving": self.classifier.version, "error": str(exc)},
+                extra={"serving": self.classifier.version, "error": f"{type(exc).__name__}: {exc}"},
             )
+            return False
+        if new is None:
             return False
         old, self.classifier = self.classifier, new
         metrics.MODEL_SWAPS.labels("swapped").inc()
@@ -490,9 +525,13 @@ class Processor:
         log.info("model swapped", extra={"from": old.version, "to": new.version})
         return True
 
-    def _load(self, version: str) -> Classifier:
-        artifact = ModelRegistry(self.settings.registry.root).load(version)
+    def _load_production_if_new(self) -> Classifier | None:
+        registry = ModelRegistry(self.settings.registry.root)
+        version = registry.production()
+        if version is None or version == self.classifier.version:
+            return None
         c = self.conf
+        artifact = registry.load(version)
         return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
 
     # -- monitoring ---------------------------------------------------------------------------
@@ -500,12 +539,13 @@ class Processor:
     async def _update_lag(self) -> None:
         """Consumer lag per assigned raw partition; a failure here must never crash the worker."""
         try:
-            await self._measure_lag()
+            self.watchdog.lag = await self._measure_lag()
         except Exception:
             log.warning("could not measure consumer lag", exc_info=True)
 
-    async def _measure_lag(self) -> None:
+    async def _measure_lag(self) -> int:
         consumer = self.app.consumer
+        total = 0
         for tp in consumer.assignment():
             if tp.topic != self.settings.topics.raw:
                 continue
@@ -514,7 +554,10 @@ class Processor:
                 position = await consumer.position(tp)
             highwater = consumer.highwater(tp)  # None until the first fetch after an assignment
             if position is not None and highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+                lag = max(highwater - position, 0)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                total += lag
+        return total
 
     def status(self) -> dict[str, Any]:
         assigned = self._raw_partitions(self.app.consumer.assignment())
@@ -530,6 +573,28 @@ class Processor:
 
     async def _status_view(self, request: Any) -> Any:
         return self.app.web.json(self.status())
+
+    def readiness(self) -> str | None:
+        """None when ready (a model is loaded and the group assignment finished), else why not.
+
+        A worker the group gave no partition (more workers than partitions) is ready: a spare."""
+        if not self.watchdog.ready:
+            return "waiting for the consumer group to assign partitions"
+        if self.app.rebalancing:
+            return "rebalancing"
+        return None
+
+    async def _live_view(self, request: Any) -> Any:
+        return self._health(self.watchdog.liveness())
+
+    async def _ready_view(self, request: Any) -> Any:
+        return self._health(self.readiness())
+
+    def _health(self, problem: str | None) -> Any:
+        body = {"ok": problem is None, "model_version": self.classifier.version}
+        if problem is not None:
+            body["problem"] = problem
+        return self.app.web.json(body, status=200 if problem is None else 503)
 
     async def _counts_view(self, request: Any) -> Any:
         rows = []
@@ -558,17 +623,47 @@ class Processor:
             shutil.rmtree(self.datadir, ignore_errors=True)
 
 
-def _announced_version(value: bytes | None) -> str | None:
+def _is_announcement(value: bytes | None) -> bool:
     try:
-        return ModelAnnouncement.from_bytes(value or b"").version
-    except ContractError as exc:
-        log.error("bad model announcement ignored", extra={"error": str(exc)})
-        return None
+        ModelAnnouncement.from_bytes(value or b"")
+    except Exception as exc:  # ContractError, or anything a hostile record makes the parser raise
+        metrics.MODEL_SWAPS.labels("bad-announcement").inc()
+        log.error("bad model announcement ignored", extra={"error": str(exc)[:300]})
+        return False
+    return True
 
 
-class _InferenceError(BadMessageError):
-    def __init__(self, exc: Exception) -> None:
-        super().__init__("inference-error", f"model failed on this batch: {exc}")
+def _exit_on_crash(agent: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """An agent that raises is a bug: Faust would restart it without the events it held, so the worker
+    exits instead and the partitions' next owner reads them again."""
+
+    @functools.wraps(agent)
+    async def run(stream: Any) -> None:
+        try:
+            await agent(stream)
+        except Exception as exc:
+            log.error("agent crashed", exc_info=exc, extra={"agent": agent.__name__})
+            fatal(EXIT_AGENT_CRASHED, f"agent {agent.__name__} crashed: {type(exc).__name__}: {exc}")
+
+    return run
+
+
+def _crash_on_error(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        log.error("batch failed", exc_info=exc)
+        fatal(EXIT_AGENT_CRASHED, f"a batch failed: {type(exc).__name__}: {exc}")
+
+
+class _CommitSensor(Sensor):
+    """Tells the watchdog when offsets were committed (liveness)."""
+
+    def __init__(self, watchdog: Watchdog) -> None:
+        super().__init__()
+        self.watchdog = watchdog
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        self.watchdog.committed()
 
 
 def load_production(settings: Settings) -> Classifier:
@@ -591,13 +686,33 @@ def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None 
     processor = Processor(settings, load_production(settings))
     if on_ready:
         on_ready(processor)
-    worker = faust.Worker(
+    watchdog = processor.watchdog
+
+    class Worker(faust.Worker):
+        """Faust's worker, with a deadline on every stop: the watchdog ends it when the grace runs out."""
+
+        def _on_sigterm(self) -> None:
+            watchdog.stop_requested()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            watchdog.stop_requested()
+            super()._on_sigint()
+
+    worker = Worker(
         processor.app,
         loglevel=settings.log_level,
         quiet=True,
         redirect_stdouts=False,
         override_logging=False,
     )
+
+    def beat() -> None:  # the watchdog's proof that the event loop runs
+        watchdog.beat()
+        worker.loop.call_later(1.0, beat)
+
+    worker.loop.call_soon(beat)
+    watchdog.start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -16,10 +17,21 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from tweetpulse.cli import CommandError, number
 from tweetpulse.settings import Settings
 from tweetpulse.tweetfiles import FORMATS
 
 SYNTHETIC_TOPICS = ("airlines", "food", "gaming", "movies", "sports", "tech")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+
+
+def topic_name(text: str) -> str:
+    """An argparse type: a legal Kafka topic name, so a typo fails before any message is sent."""
+    if not _TOPIC_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-')"
+        )
+    return text
 
 
 def register(subparsers: Any) -> None:
@@ -37,11 +49,11 @@ def register(subparsers: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, paced: bool) -> None:
-    parser.add_argument("--topic", help="target topic (default: the raw topic, topics.raw)")
+    parser.add_argument("--topic", type=topic_name, help="target topic (default: the raw topic, topics.raw)")
     if paced:
         parser.add_argument(
             "--rate",
-            type=float,
+            type=number(float, above=0),
             default=None,
             help="target messages per second (default: as fast as possible)",
         )
@@ -60,10 +72,18 @@ def _add_synthetic(sources: Any) -> None:
         description="A seeded generator of realistic labeled tweets: mentions, hashtags, emoji, links, "
         "varied length; the topic is the rule tag. The same seed gives the same tweets.",
     )
-    p.add_argument("--count", type=int, default=1000, help="tweets to produce; 0 = endless (default 1000)")
+    p.add_argument(
+        "--count",
+        type=number(int, at_least=0),
+        default=1000,
+        help="tweets to produce; 0 = endless (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
-        "--positive-share", type=float, default=0.5, help="share of positive tweets, 0..1 (default 0.5)"
+        "--positive-share",
+        type=number(float, at_least=0, at_most=1),
+        default=0.5,
+        help="share of positive tweets, 0..1 (default 0.5)",
     )
     p.add_argument(
         "--topics",
@@ -91,7 +111,7 @@ def _add_replay(sources: Any) -> None:
     p.add_argument(
         "--loop", action="store_true", help="start over at the end of the file, until --limit or stopped"
     )
-    p.add_argument("--limit", type=int, default=None, help="stop after this many tweets")
+    p.add_argument("--limit", type=number(int, at_least=1), default=None, help="stop after this many tweets")
     _common(p, paced=True)
     p.set_defaults(handler=_run_replay)
 
@@ -136,7 +156,7 @@ def _add_search(sources: Any) -> None:
     p.add_argument("query", help="an X search query, e.g. '(love OR hate) lang:en -is:retweet'")
     p.add_argument(
         "--interval",
-        type=float,
+        type=number(float, above=0),
         default=None,
         help="seconds between polls (default twitter.search_interval_s)",
     )
@@ -236,13 +256,12 @@ def _run_synthetic(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
+    """TweetFileError before connecting when the file is no tweet file; CommandError after the run
+    when not one line of it was a valid tweet."""
     from tweetpulse.producers.replay import ReplayCounts, replay_tweets
+    from tweetpulse.tweetfiles import check_file
 
-    if not Path(args.file).is_file():
-        print(f"tweetpulse produce replay: {args.file}: no such file", file=sys.stderr)
-        return 2
+    check_file(args.file, args.format, args.encoding)
     counts = ReplayCounts()
     tweets = replay_tweets(args.file, args.format, args.encoding, args.loop, args.limit, counts)
     total = args.limit
@@ -250,7 +269,12 @@ def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
         with open(args.file, "rb") as f:
             total = sum(1 for _ in f)  # an upper bound: blank, neutral and malformed lines count too
     run = _paced(args, tweets, total)
-    return _produce(settings, args, run, lambda: {"read": counts.read, "malformed": counts.malformed})
+    status = _produce(settings, args, run, lambda: {"read": counts.read, "malformed": counts.malformed})
+    if counts.malformed and not counts.read:
+        raise CommandError(
+            f"{args.file}: no valid tweet in {counts.malformed} malformed lines (is --format right?)"
+        )
+    return status
 
 
 class _XRun:
@@ -272,6 +296,7 @@ class _XRun:
 
 
 def _run_twitter(args: argparse.Namespace, settings: Settings) -> int:
+    import requests
     import tweepy
 
     from tweetpulse.producers import xapi
@@ -291,6 +316,9 @@ def _run_twitter(args: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, tweepy.TweepyException) as exc:  # no token, a bad rule, the API said no
         print(f"tweetpulse produce twitter: {exc}", file=sys.stderr)
         return 2
+    except requests.RequestException as exc:
+        url = settings.twitter.api_base_url or xapi.TWEEPY_HOST
+        raise CommandError(f"cannot reach the X API at {url}: {exc}") from None
     run = _XRun(settings, lambda emitter: xapi.FilteredStream(settings.twitter, emitter), lambda s: s.run())
     return _produce(settings, args, run, run.counts)
 

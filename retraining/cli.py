@@ -20,6 +20,8 @@ OVERRIDES = {
     "max_steps": "max_steps",
     "max_base_samples": "max_base_samples",
     "tolerance": "tolerance",
+    "min_accuracy": "min_accuracy",
+    "min_gate_examples": "min_gate_examples",
     "work_dir": "work_dir",
 }
 
@@ -29,10 +31,13 @@ def register(subparsers: Any) -> None:
         "retrain",
         help="retrain on new labels, gate against production, publish only if not worse",
         description="Gather the base training data plus the labeled topic (human feedback and weak labels; "
-        "deduplicated, newest first, capped, within a recency window, weak labels capped at a share), "
-        "fine-tune and export a candidate, score it and the production model on the same fixed validation "
-        "set, and publish + promote + announce it only if its accuracy is at most --tolerance below "
-        "production's; otherwise production is kept. Every decision is appended with both scores to "
+        "labels without a valid source or dated in the future are refused; deduplicated, newest first, "
+        "capped, within a recency window, human and weak labels each capped at a share), fine-tune and "
+        "export a candidate, score it and the production model on the same gate set (no text either was "
+        "trained on), and publish + promote + announce it only if the gate set has at least "
+        "--min-gate-examples tweets, its accuracy reaches --min-accuracy and it is at most --tolerance "
+        "below production's; otherwise (also when production cannot be loaded or scored) production is "
+        "kept. Every decision is appended with both scores to "
         "REGISTRY/retrain-decisions.jsonl. Without --every/--on-drift: one run (cron, Kubernetes "
         "CronJob) that prints the decision as JSON; exit status 0 when it promoted or kept production, "
         "1 when the run failed. Settings: TWEETPULSE_RETRAIN__* (the options below override them).",
@@ -68,6 +73,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--tolerance", type=float, help="accuracy a candidate may lose against production (retrain.tolerance)"
+    )
+    p.add_argument(
+        "--min-accuracy", type=float, help="absolute accuracy floor of a promotion (retrain.min_accuracy)"
+    )
+    p.add_argument(
+        "--min-gate-examples", type=int, help="smallest gate set that decides (retrain.min_gate_examples)"
     )
     p.add_argument("--work-dir", type=Path, help="keep checkpoints and exports here (retrain.work_dir)")
     p.set_defaults(handler=_retrain)

@@ -7,6 +7,11 @@ window), only when the consumer has nothing more to read, so results from partit
 in turn all land in their window first. The first ``reference_windows`` windows with
 at least ``min_count`` results form the reference. After a drift event, or when the serving model
 changes, the reference starts again, so one shift gives one event and a new model is not "drift".
+
+Memory is bounded for a monitor that runs for months: at most ``drift_max_open_windows`` windows are
+open (beyond it the oldest is closed, i.e. compared, early), a window tracks at most
+``MAX_VERSIONS`` model versions, the monitor keeps the last ``MAX_EVENTS`` events, and results dated
+more than a window in the future (which would open windows no clock closes) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tweetpulse.contracts import ContractError, DriftEvent, SentimentResult
-from tweetpulse.retraining.offsets import watermarks
+from tweetpulse.retraining.offsets import drop_reached, watermarks
 from tweetpulse.settings import RetrainSettings, Settings
 
 log = logging.getLogger(__name__)
+
+MAX_VERSIONS = 16  # per window; more means a misbehaving producer, and only the most common counts
+MAX_EVENTS = 1_000  # drift events the monitor keeps in memory (all of them are on the topic)
 
 
 @dataclass
@@ -37,6 +45,8 @@ class Window:
         self.count += 1
         self.positives += result.label == "positive"
         self.confidence_sum += max(result.probabilities.values())
+        if result.model_version not in self.versions and len(self.versions) >= MAX_VERSIONS:
+            del self.versions[min(self.versions, key=self.versions.__getitem__)]  # the rarest goes
         self.versions[result.model_version] += 1
 
     @property
@@ -59,6 +69,7 @@ class Thresholds:
     reference_windows: int
     positive_rate_delta: float
     confidence_delta: float
+    max_open_windows: int = 288
 
     @classmethod
     def from_settings(cls, conf: RetrainSettings) -> Thresholds:
@@ -68,6 +79,7 @@ class Thresholds:
             conf.drift_reference_windows,
             conf.drift_positive_rate_delta,
             conf.drift_confidence_delta,
+            conf.drift_max_open_windows,
         )
 
 
@@ -86,13 +98,18 @@ class DriftDetector:
         ts = when.timestamp()
         return datetime.fromtimestamp(ts - ts % self.t.window_s, UTC)
 
-    def add(self, result: SentimentResult) -> None:
+    def add(self, result: SentimentResult) -> list[DriftEvent]:
+        """Count `result` in its window; returns the events of windows closed early to stay bounded."""
         start = self.window_start(result.classified_at)
         if self.closed_before is not None and start < self.closed_before:
             self.late += 1
-            return
+            return []
         self.open.setdefault(start, Window(start)).add(result)
         self.newest = max(self.newest or result.classified_at, result.classified_at)
+        if len(self.open) <= self.t.max_open_windows:
+            return []
+        oldest = min(self.open)
+        return self.close_before(oldest + timedelta(seconds=self.t.window_s))
 
     def close_before(self, cutoff: datetime) -> list[DriftEvent]:
         """Close every window that starts before `cutoff` (oldest first) and compare it."""
@@ -174,8 +191,9 @@ class DriftMonitor:
         self.detector = DriftDetector(Thresholds.from_settings(settings.retrain))
         self.group_id = group_id or f"tweetpulse-drift-{uuid.uuid4().hex[:8]}"
         self.from_beginning = from_beginning
-        self.events: list[DriftEvent] = []
+        self.events: deque[DriftEvent] = deque(maxlen=MAX_EVENTS)
         self.malformed = 0
+        self.future = 0  # results dated more than a window ahead of the wall clock
 
     def run(self, stop: threading.Event | None = None, until_caught_up: bool = False) -> list[DriftEvent]:
         """Follow the results until `stop` is set, or (`until_caught_up`) to the end offsets of now."""
@@ -199,23 +217,34 @@ class DriftMonitor:
         try:
             while not (stop and stop.is_set()) and not (ends is not None and not ends):
                 messages = consumer.consume(num_messages=500, timeout=0.5)
+                early: list[DriftEvent] = []
                 for msg in messages:
                     if msg.error() is None:
-                        self._on_message(msg.value())
+                        early += self._on_message(msg.value())
                         _mark_read(ends, msg.partition(), msg.offset())
+                if ends:
+                    drop_reached(consumer, topic, ends)
+                self._publish(producer, early)
                 if not messages or self.detector.live():
                     self._publish(producer, self.detector.close_stale())
             self._publish(producer, self.detector.close_stale())
         finally:
             consumer.close()
             producer.flush(30)
-        return self.events
+        return list(self.events)
 
-    def _on_message(self, value: bytes | None) -> None:
+    def _on_message(self, value: bytes | None) -> list[DriftEvent]:
         try:
-            self.detector.add(SentimentResult.from_bytes(value or b""))
+            result = SentimentResult.from_bytes(value or b"")
         except ContractError:
             self.malformed += 1
+            return []
+        if result.classified_at.tzinfo is None:  # naive times would not compare with the others
+            result = result.model_copy(update={"classified_at": result.classified_at.replace(tzinfo=UTC)})
+        if result.classified_at - datetime.now(UTC) > timedelta(seconds=self.detector.t.window_s):
+            self.future += 1
+            return []
+        return self.detector.add(result)
 
     def _publish(self, producer, events: list[DriftEvent]) -> None:
         for event in events:

@@ -26,3 +26,16 @@ def watermarks(consumer: Any, topic: str, timeout: float = 30.0) -> dict[int, tu
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def drop_reached(consumer: Any, topic: str, remaining: dict[int, int]) -> None:
+    """Forget the partitions whose position reached their end offset in `remaining`.
+
+    A transaction's commit marker takes an offset but is never delivered, so the last message read
+    is not at ``end - 1``; the consumer's position does pass the marker.
+    """
+    if not remaining:
+        return
+    for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+        if tp.offset >= remaining[tp.partition]:
+            del remaining[tp.partition]

@@ -16,9 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tweetpulse.registry import ArtifactError, ModelRegistry, announce_production
+from tweetpulse.registry import ModelRegistry, announce_production
 from tweetpulse.retraining.data import Gathered, gather
-from tweetpulse.retraining.gate import Score, candidate_artifact, decide, score_model
+from tweetpulse.retraining.gate import (
+    Baseline,
+    GateRules,
+    Score,
+    candidate_artifact,
+    decide,
+    load_baseline,
+    score_model,
+    too_small,
+)
+from tweetpulse.retraining.lineage import text_key, write_training_keys
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,7 @@ class Decision:
     new_version: str | None
     tolerance: float
     data: dict[str, int] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)  # the gate set's size, rules and exclusions
     candidate_path: str | None = None  # the exported candidate, when retrain.work_dir keeps it
     started_at: str = ""
     seconds: float = 0.0
@@ -59,25 +70,9 @@ def retrain_once(
     registry = ModelRegistry(registry_root or settings.registry.root)
     started, clock = datetime.now(UTC), time.monotonic()
     work_dir = conf.work_dir or Path(tempfile.mkdtemp(prefix="tweetpulse-retrain-"))
-    production_version = registry.production()
-    decision = Decision("failed", "", trigger, None, None, production_version, None, conf.tolerance)
+    decision = Decision("failed", "", trigger, None, None, registry.production(), None, conf.tolerance)
     try:
-        gathered = gather(settings)
-        decision.data = gathered.counts
-        folder, fields = _train_candidate(settings, gathered, work_dir, train_overrides or {})
-        if conf.work_dir is not None:
-            decision.candidate_path = str(folder)
-        decision.production_version = registry.production()  # it may have changed while training
-        candidate = score_model(candidate_artifact(folder, fields), gathered.val, conf.gate_variant)
-        production = _score_production(registry, gathered.val, conf.gate_variant)
-        verdict = decide(candidate, production, conf.tolerance)
-        decision.candidate = candidate.as_dict()
-        decision.production = production.as_dict() if production else None
-        decision.reason = verdict.reason
-        decision.action = "kept-production"
-        if verdict.promote:
-            decision.new_version = _publish(settings, registry, folder, fields, decision)
-            decision.action = "promoted"
+        _gated_run(settings, registry, decision, work_dir, train_overrides or {})
     except Exception as exc:  # a scheduler must outlive a bad run; the decision says what happened
         decision.action = "failed"
         serving = registry.production()
@@ -91,6 +86,71 @@ def retrain_once(
         if conf.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
     return decision
+
+
+def _gated_run(
+    settings: Settings, registry: ModelRegistry, decision: Decision, work_dir: Path, overrides: dict[str, Any]
+) -> None:
+    """Gather, train, score and decide, filling in `decision`. Refusals that no candidate could
+    overturn (an unusable production model, a gate set too small) are decided before training."""
+    conf = settings.retrain
+    rules = GateRules.from_settings(conf)
+    baseline = load_baseline(registry, settings)
+    if baseline.problem is not None:
+        _keep(decision, baseline.problem)
+        return
+    gathered = gather(settings, baseline.exclude)
+    decision.data = gathered.counts
+    excluded = gathered.counts["val_excluded_as_production_training"]
+    _note_gate(decision, baseline, gathered.val, rules, excluded)
+    refusal = too_small(len(gathered.val), rules)
+    if refusal is not None:
+        _keep(decision, refusal.reason)
+        return
+    folder, fields = _train_candidate(settings, gathered, work_dir, overrides)
+    if conf.work_dir is not None:
+        decision.candidate_path = str(folder)
+    if registry.production() != baseline.version:  # replaced while training: gate against the new one
+        baseline = load_baseline(registry, settings)
+        if baseline.problem is not None:
+            _keep(decision, baseline.problem)
+            return
+        kept = [ex for ex in gathered.val if text_key(ex[0]) not in baseline.exclude]
+        excluded += len(gathered.val) - len(kept)
+        gathered.val = kept
+        _note_gate(decision, baseline, gathered.val, rules, excluded)
+    candidate = score_model(candidate_artifact(folder, fields), gathered.val, conf.gate_variant)
+    production = _score_production(baseline, gathered.val, conf.gate_variant)
+    verdict = decide(candidate, production, rules, baseline.version)
+    decision.candidate = candidate.as_dict()
+    decision.production = production.as_dict() if production else None
+    decision.reason = verdict.reason + _lineage_caveat(baseline)
+    decision.action = "kept-production"
+    if verdict.promote:
+        decision.new_version = _publish(settings, registry, folder, fields, decision)
+        decision.action = "promoted"
+
+
+def _keep(decision: Decision, reason: str) -> None:
+    decision.action, decision.reason = "kept-production", f"{reason}; production kept"
+
+
+def _note_gate(decision: Decision, baseline: Baseline, val: list, rules: GateRules, excluded: int) -> None:
+    """What the gate compared on, for the decisions log and the new model's manifest."""
+    decision.production_version = baseline.version
+    decision.gate = {
+        "examples": len(val),
+        "min_examples": rules.min_examples,
+        "min_accuracy": rules.min_accuracy,
+        "production_training_set": baseline.lineage.source,
+        "excluded_as_production_training": excluded,
+    }
+
+
+def _lineage_caveat(baseline: Baseline) -> str:
+    if baseline.version is None or baseline.lineage.keys is not None:
+        return ""
+    return f"; production {baseline.version}'s training set is unknown, so the gate may include some of it"
 
 
 def _train_candidate(
@@ -115,7 +175,9 @@ def _train_candidate(
         **overrides,
     )
     (work_dir / "train").mkdir(parents=True, exist_ok=True)
-    return train_and_export(config, settings, work_dir / "train")
+    folder, fields = train_and_export(config, settings, work_dir / "train")
+    write_training_keys(folder, gathered.train)  # published with it: the next gate excludes them
+    return folder, fields
 
 
 def _publish(
@@ -128,6 +190,7 @@ def _publish(
         "production": decision.production,
         "replaced": decision.production_version,
         "data": decision.data,
+        "gate": decision.gate,
     }
     version = registry.publish(folder, {**fields, "retrain": evidence})
     registry.promote(version)
@@ -135,15 +198,17 @@ def _publish(
     return version
 
 
-def _score_production(registry: ModelRegistry, val: list, variant: str) -> Score | None:
-    if registry.production() is None:
+def _score_production(baseline: Baseline, val: list, variant: str) -> Score | None:
+    """Production's score; None when there is none or it fails (the gate then keeps production)."""
+    if baseline.artifact is None:
         return None
     try:
-        artifact = registry.load()
-    except ArtifactError as exc:  # a broken production model is no bar for a verified candidate
-        log.error("production model unusable; it does not count in the gate", extra={"error": str(exc)})
+        return score_model(baseline.artifact, val, variant)
+    except Exception as exc:  # any failure means it was not compared, whatever the library raised
+        log.error(
+            "production model could not be scored", extra={"version": baseline.version, "error": str(exc)}
+        )
         return None
-    return score_model(artifact, val, variant)
 
 
 def record(registry: ModelRegistry, decision: Decision) -> None:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+KEPT_DECISIONS = 100
 
 
 def parse_duration(text: str) -> float:
@@ -95,22 +97,26 @@ def run_scheduler(
     stop: threading.Event,
     retrain: Callable[[Settings, str], Decision] = retrain_once,
 ) -> list[Decision]:
-    """Retrain on the schedule until `stop` is set; returns the decisions made."""
+    """Retrain on the schedule until `stop` is set; returns the last ``KEPT_DECISIONS`` decisions
+    (every one is in the registry's decisions log)."""
     if schedule.every_s is None and not schedule.on_drift:
         raise ValueError("a schedule needs an interval, drift triggering, or both")
     drift = threading.Event()
     threads = _start_drift_threads(settings, drift, stop) if schedule.on_drift else []
-    decisions: list[Decision] = []
+    decisions: deque[Decision] = deque(maxlen=KEPT_DECISIONS)  # bounded: the scheduler runs for months
+    runs = 0
     last_drift_run = float("-inf")
     next_due = time.monotonic() if schedule.at_start else _due(schedule)
     try:
-        while not stop.is_set() and (schedule.max_runs is None or len(decisions) < schedule.max_runs):
+        while not stop.is_set() and (schedule.max_runs is None or runs < schedule.max_runs):
             if drift.is_set() and time.monotonic() - last_drift_run >= settings.retrain.drift_cooldown_s:
                 drift.clear()
                 last_drift_run = time.monotonic()
                 decisions.append(retrain(settings, "drift"))
+                runs += 1
             elif time.monotonic() >= next_due:
                 decisions.append(retrain(settings, "schedule"))
+                runs += 1
                 next_due = _due(schedule)
             else:
                 if drift.is_set():  # inside the cooldown: noted, not acted on
@@ -121,7 +127,7 @@ def run_scheduler(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-    return decisions
+    return list(decisions)
 
 
 def _due(schedule: Schedule) -> float:

@@ -35,7 +35,7 @@ def test_raw_tweet_round_trips_through_bytes() -> None:
     [
         (b"{not json", "Invalid JSON"),
         (b'{"id": "1", "source": "replay"}', "text: Field required"),
-        (b'{"id": "1", "text": "   ", "source": "replay"}', "text is empty"),
+        (b'{"id": "1", "text": "   ", "source": "replay"}', "text has no visible character"),
         (b'{"id": "1", "text": 5, "source": "replay"}', "text: Input should be a valid string"),
         (b'{"id": "1", "text": "hi", "source": "fax"}', "source"),
         (b'{"id": "1", "text": "hi", "source": "replay", "label": "meh"}', "label"),

@@ -41,7 +41,7 @@ from tweetpulse.bench.workers import worker_env
 from tweetpulse.contracts import DeadLetter, RawTweet
 from tweetpulse.kafka import create_topics
 from tweetpulse.producers.synthetic import SyntheticTweets
-from tweetpulse.registry import ModelRegistry, announce_production, write_manifest
+from tweetpulse.registry import POINTER, ModelRegistry, announce_production, write_manifest
 from tweetpulse.settings import Settings, TopicSettings, load_settings
 
 pytestmark = pytest.mark.fault
@@ -271,6 +271,7 @@ def test_corrupt_model_announced_under_load_is_refused_and_the_old_model_serves_
     producer.start()
     wait_for(lambda: _processed(worker) > 200, 60, "the first results", [worker])
     for n, version in enumerate(broken.values(), start=1):
+        (registry.root / POINTER).write_text(version)  # damaged after promotion, on the shared volume
         announce_production(settings, version, registry_root=registry.root)
         wait_for(lambda n=n: worker.log().count("model refused") >= n, 90, f"{version} refused", [worker])
     producer.join()
@@ -279,7 +280,7 @@ def test_corrupt_model_announced_under_load_is_refused_and_the_old_model_serves_
     assert set(got.results) == {t.id for t in tweets}  # no loss
     assert {r.model_version for r in got.results.values()} == {v1}  # no broken version ever served
     assert (worker.status() or {})["model_version"] == v1
-    metrics = (worker.get("/tweetpulse/metrics/") or b"").decode()
+    metrics = (worker.get("/metrics") or b"").decode()
     assert 'tweetpulse_processor_model_swaps_total{outcome="refused"} 2.0' in metrics
     log = worker.log()
     assert "checksum mismatch" in log and "cannot open model" in log

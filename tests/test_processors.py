@@ -91,8 +91,9 @@ def raw(**fields: object) -> bytes:
         (raw(text="   \n\t"), "empty-text"),
         (raw(text=123), "wrong-type"),
         (raw(text="x" * (MAX_TEXT_CHARS + 1)), "oversized-text"),
-        (raw(source="fax"), "invalid-fields"),
-        (None, "empty-message"),
+        (raw(source="fax"), "invalid-value"),
+        (None, "tombstone"),
+        (b"", "empty-message"),
     ],
 )
 def test_bad_raw_message_is_refused_with_a_countable_reason(value: bytes | None, reason: str) -> None:

@@ -53,8 +53,8 @@ WORKER_ENV = {
 class Worker:
     """One `tweetpulse process` subprocess and its web views."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
         env = {**env, "TWEETPULSE_PROCESSOR__WEB_PORT": str(self.port)}
@@ -140,8 +140,8 @@ def start_worker(
     env = worker_env(settings, app_id, registry.root, **WORKER_ENV)
     workers: list[Worker] = []
 
-    def _start(**extra_env: str) -> Worker:
-        worker = Worker({**env, **extra_env}, tmp_path / f"worker-{len(workers)}.log")
+    def _start(port: int | None = None, **extra_env: str) -> Worker:
+        worker = Worker({**env, **extra_env}, tmp_path / f"worker-{len(workers)}.log", port)
         workers.append(worker)
         return worker
 
@@ -236,7 +236,7 @@ def test_worker_classifies_every_labeled_tweet_once_like_the_model_does(
     update = json.loads(agg[0].value())
     assert {"tag", "label", "window_start", "window_end", "count"} <= set(update)
 
-    metrics = (worker.get("/tweetpulse/metrics/") or b"").decode()
+    metrics = (worker.get("/metrics") or b"").decode()
     assert "tweetpulse_processor_messages_in_total 300.0" in metrics
     assert (
         f'tweetpulse_processor_model_info{{provider="CPUExecutionProvider",version="{registry.production()}"}}'
@@ -244,7 +244,7 @@ def test_worker_classifies_every_labeled_tweet_once_like_the_model_does(
     )
     assert "tweetpulse_processor_inference_seconds_count" in metrics
     wait_for(
-        lambda: "tweetpulse_processor_consumer_lag{" in (worker.get("/tweetpulse/metrics/") or b"").decode(),
+        lambda: "tweetpulse_processor_consumer_lag{" in (worker.get("/metrics") or b"").decode(),
         20,
         "the lag gauge",
         [worker],
@@ -268,7 +268,8 @@ BAD_INPUT = {
     "wrong-type": json.dumps({"id": "x5", "text": ["a", "list"], "source": "replay"}).encode(),
     "oversized-text": json.dumps({"id": "x6", "text": "a" * 4001, "source": "replay"}).encode(),
     "not-an-object": b'"just a string"',
-    "empty-message": None,
+    "tombstone": None,
+    "empty-message": b"",
 }
 
 
@@ -307,7 +308,7 @@ def test_every_kind_of_bad_input_goes_to_the_dlq_and_the_worker_keeps_classifyin
         assert letter.source_offset >= 0 and 0 <= letter.source_partition < settings.topics.partitions
         seen[reason] += 1
     assert set(seen) == set(BAD_INPUT)
-    metrics = (worker.get("/tweetpulse/metrics/") or b"").decode()
+    metrics = (worker.get("/metrics") or b"").decode()
     for reason, n in seen.items():
         assert f'tweetpulse_processor_dlq_total{{reason="{reason}"}} {float(n)}' in metrics
     assert worker.proc.poll() is None
@@ -319,17 +320,19 @@ def test_hot_swap_under_load_loses_nothing_duplicates_nothing_and_refuses_a_corr
     v1 = registry.production()
     v2 = registry.publish(registry.path(v1), {**registry.load(v1).manifest, "note": "republished for a swap"})
     corrupt = registry.publish(registry.path(v1), {**registry.load(v1).manifest, "note": "to be tampered"})
-    with (registry.path(corrupt) / "model.int8.onnx").open("r+b") as f:
-        f.seek(2048)
-        f.write(b"\x13" * 256)
     worker = start_worker()
     wait_for_assignment([worker], settings.topics.partitions)
     tweets = labeled_tweets(1500)
     producer = threading.Thread(target=produce_tweets, args=(settings, tweets, 150.0))
     producer.start()
     wait_for(lambda: _processed(worker) > 300, 60, "the first results", [worker])
+    registry.promote(v2)  # workers serve what PRODUCTION names; the announcement tells them to look
     announce_production(settings, v2)
     wait_for(lambda: (worker.status() or {}).get("model_version") == v2, 60, f"the swap to {v2}", [worker])
+    registry.promote(corrupt)  # verified when promoted, then damaged on the shared volume
+    with (registry.path(corrupt) / "model.int8.onnx").open("r+b") as f:
+        f.seek(2048)
+        f.write(b"\x13" * 256)
     announce_production(settings, corrupt)
     wait_for(lambda: "model refused" in worker.log(), 60, "the corrupt model to be refused", [worker])
     producer.join()
@@ -349,7 +352,7 @@ def test_hot_swap_under_load_loses_nothing_duplicates_nothing_and_refuses_a_corr
         )
     for seq in by_partition.values():
         assert seq == sorted(seq), "a batch after the swap was served by the old model"
-    metrics = (worker.get("/tweetpulse/metrics/") or b"").decode()
+    metrics = (worker.get("/metrics") or b"").decode()
     assert 'tweetpulse_processor_model_swaps_total{outcome="swapped"} 1.0' in metrics
     assert 'tweetpulse_processor_model_swaps_total{outcome="refused"} 1.0' in metrics
 

@@ -34,7 +34,7 @@ from tweetpulse.kafka import create_topics, pipeline_topics, producer_config
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels
 from tweetpulse.retraining.drift import DriftDetector, DriftMonitor, Thresholds
-from tweetpulse.retraining.gate import Score, decide
+from tweetpulse.retraining.gate import GateRules, Score, decide
 from tweetpulse.retraining.run import Decision, decisions, retrain_once
 from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
 from tweetpulse.retraining.weak_labels import WeakLabeler, sampled, weak_label
@@ -148,20 +148,36 @@ def test_weak_labels_never_exceed_their_share_of_the_training_set() -> None:
     assert counts["weak"] / len(train) <= 0.3
 
 
-def test_labeled_topic_is_read_with_plain_feedback_weak_labels_and_malformed_messages_counted(
+def test_human_labels_are_capped_at_their_share_too_keeping_the_newest() -> None:
+    base = [(f"base tweet {i}", "positive") for i in range(50)]
+    humans = [label(f"h{i}", f"human tweet {i}", "negative", "human", hours_ago=i) for i in range(100)]
+    weak = [label(f"w{i}", f"weak tweet {i}", "negative", "weak", hours_ago=i) for i in range(100)]
+    train, counts = combine(base, humans + weak, [], weak_max_share=0.2, human_max_share=0.3)
+    # both caps bind: 50 base examples are half of a 100-example set, 30 human and 20 weak
+    assert (counts["base"], counts["human"], counts["weak"], counts["train"]) == (50, 30, 20, 100)
+    assert counts["human_over_share"] == 70 and counts["weak_over_share"] == 80
+    texts = {t for t, _ in train}
+    assert {f"human tweet {i}" for i in range(30)} <= texts and "human tweet 30" not in texts
+    only_humans, counts = combine(base, humans, [], weak_max_share=0.2, human_max_share=0.3)
+    # 21 of 71 is within the share and 22 of 72 would not be
+    assert counts["human"] == 21 and counts["human"] / len(only_humans) <= 0.3 < 22 / 72
+
+
+def test_labeled_topic_is_read_with_feedback_dated_by_kafka_weak_labels_and_malformed_messages_counted(
     settings: Settings,
 ) -> None:
     producer = Producer(producer_config(settings))
     topic = settings.topics.labeled
-    producer.produce(topic, key=b"f1", value=json.dumps({"id": "f1", "text": "meh app", "label": "negative"}))
+    feedback = {"id": "f1", "text": "meh app", "label": "negative", "source": "human"}
+    producer.produce(topic, key=b"f1", value=json.dumps(feedback))
     weak = LabeledTweet(id="w1", text="sunny day", label="positive", source="weak", cue=":)")
     producer.produce(topic, key=weak.key, value=weak.to_bytes())
     producer.produce(topic, key=b"bad", value=b"{not json")
-    producer.produce(topic, key=b"bad2", value=json.dumps({"id": "x", "text": "no label"}))
+    producer.produce(topic, key=b"bad2", value=json.dumps({"id": "x", "text": "no label", "source": "human"}))
     assert producer.flush(30) == 0
-    labels, malformed = read_labeled_tweets(settings)
-    by_id = {lab.id: lab for lab in labels}
-    assert set(by_id) == {"f1", "w1"} and malformed == 2
+    read = read_labeled_tweets(settings)
+    by_id = {lab.id: lab for lab in read.labels}
+    assert set(by_id) == {"f1", "w1"} and read.refused == {"unreadable": 1, "invalid": 1}
     assert by_id["f1"].source == "human" and by_id["f1"].label == "negative"
     assert abs((datetime.now(UTC) - by_id["f1"].labeled_at).total_seconds()) < 600  # the Kafka timestamp
     assert by_id["w1"] == weak
@@ -300,11 +316,26 @@ def test_a_drift_event_on_the_topic_triggers_an_early_retraining_run(settings: S
 
 def test_gate_promotes_within_tolerance_and_keeps_production_below_it() -> None:
     production = Score(0.80, 0.80, 200)
-    assert decide(Score(0.796, 0.79, 200), production, tolerance=0.005).promote
-    assert decide(Score(0.85, 0.85, 200), production, tolerance=0.0).promote
-    kept = decide(Score(0.79, 0.79, 200), production, tolerance=0.005)
+    rules = GateRules(tolerance=0.005, min_accuracy=0.7, min_examples=200)
+    assert decide(Score(0.796, 0.79, 200), production, rules, "v0001").promote
+    assert decide(Score(0.85, 0.85, 200), production, GateRules(0.0, 0.7, 200), "v0001").promote
+    kept = decide(Score(0.79, 0.79, 200), production, rules, "v0001")
     assert not kept.promote and "0.7900" in kept.reason and "0.8000" in kept.reason
-    assert decide(Score(0.5, 0.5, 200), None, tolerance=0.0).promote  # nothing to compare with
+    assert decide(Score(0.75, 0.75, 200), None, rules).promote  # nothing to compare with: the floor decides
+
+
+def test_gate_never_promotes_below_the_floor_on_a_small_set_or_without_scoring_production() -> None:
+    rules = GateRules(tolerance=0.005, min_accuracy=0.8, min_examples=200)
+    # within tolerance of a weak production model, but under the absolute floor: no ratchet down
+    below = decide(Score(0.70, 0.70, 500), Score(0.702, 0.70, 500), rules, "v0003")
+    assert not below.promote and "min_accuracy 0.8" in below.reason
+    assert not decide(Score(0.6, 0.6, 500), None, rules).promote  # not even as the first model
+    small = decide(Score(0.95, 0.95, 199), Score(0.5, 0.5, 199), rules, "v0001")
+    assert not small.promote and "199 examples" in small.reason
+    blind = decide(Score(0.95, 0.95, 500), None, rules, "v0001")  # production exists, was not scored
+    assert not blind.promote and "v0001" in blind.reason
+    assert not decide(Score(0.95, 0.95, 500), Score(0.5, 0.5, 400), rules, "v0001").promote
+    assert decide(Score(0.95, 0.95, 500), Score(0.9, 0.9, 500), rules, "v0001").promote
 
 
 def test_durations_parse_and_bad_ones_are_refused() -> None:
@@ -535,7 +566,7 @@ def test_gate_promotes_a_better_model_that_workers_serve_mid_stream_without_loss
     producer = Producer(producer_config(settings))
     producer.produce(t.labeled, key=feedback.key, value=feedback.to_bytes())
     assert producer.flush(30) == 0
-    wait_for(lambda: len(read_labeled_tweets(settings)[0]) >= 5, 120, "weak labels", [worker])
+    wait_for(lambda: len(read_labeled_tweets(settings).labels) >= 5, 120, "weak labels", [worker])
 
     try:
         retrain = gate_settings(settings, gate_data["clean"], gate_data["val"], tmp_path / "work")

@@ -2,20 +2,34 @@
 
 Role modules register their own subcommands (``register(subparsers)``) and import their heavy
 dependencies only when run, so ``--help`` stays fast and a processor host needs no torch.
+
+A user error (a bad option, setting, config or file; an unreachable broker) ends with one line on
+stderr, ``tweetpulse COMMAND: problem``, and exit status 2; an unexpected exception keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import pydantic_settings
+from confluent_kafka import KafkaException
 
 from tweetpulse import localkafka
-from tweetpulse.contracts import write_json_schemas
+from tweetpulse.contracts import ContractError, write_json_schemas
 from tweetpulse.kafka import create_topics, describe_topics, list_topics
-from tweetpulse.logs import configure_logging
-from tweetpulse.settings import Settings, SettingsError, load_settings
+from tweetpulse.logs import configure_logging, redact
+from tweetpulse.registry import ArtifactError
+from tweetpulse.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from tweetpulse.tweetfiles import TweetFileError
+
+USER_ERROR_EXIT = 2  # as argparse's own usage errors
+Handler = Callable[[argparse.Namespace, Settings], int | None]
 
 # Subcommands of the roles, each a module with register(subparsers); added as the roles land.
 ROLE_MODULES: list[str] = [
@@ -27,6 +41,47 @@ ROLE_MODULES: list[str] = [
     "tweetpulse.models_cli",
     "tweetpulse.bench.cli",
 ]
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked for a reason the user can fix; the message says which."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line (subcommand parsers inherit the class), pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USER_ERROR_EXIT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def number(
+    kind: Callable[[str], Any],
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` within the bounds, else a usage error naming them."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if (
+            (at_least is not None and value < at_least)
+            or (above is not None and value <= above)
+            or (at_most is not None and value > at_most)
+        ):
+            bounds = [
+                f">= {at_least:g}" if at_least is not None else "",
+                f"> {above:g}" if above is not None else "",
+            ]
+            bounds.append(f"<= {at_most:g}" if at_most is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(b for b in bounds if b)}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +96,11 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(list_topics(settings)))
     else:
         names = args.names or list_topics(settings)
-        for info in describe_topics(settings, names):
+        try:
+            infos = describe_topics(settings, names)
+        except KeyError as exc:  # a named topic does not exist
+            raise CommandError(exc.args[0]) from None
+        for info in infos:
             print(json.dumps(info.__dict__, sort_keys=True))
     return 0
 
@@ -53,7 +112,7 @@ def _schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tweetpulse",
         description="TweetPulse: real-time tweet sentiment on Apache Kafka.",
     )
@@ -68,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.add_argument("action", choices=["start", "stop", "status"])
     kafka.add_argument(
-        "--port", type=int, default=None, help="broker port (default 9092 or TWEETPULSE_KAFKA_PORT)"
+        "--port",
+        type=number(int, at_least=1, at_most=65_535),
+        default=None,
+        help="broker port (default 9092 or TWEETPULSE_KAFKA_PORT)",
     )
     kafka.set_defaults(handler=_kafka)
 
@@ -96,15 +158,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_cli_settings(config_file: str | None) -> Settings:
+    """The settings, with a broken config file or environment value raised as SettingsError."""
+    try:
+        return load_settings(config_file) if config_file else load_settings()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {os.environ.get(CONFIG_ENV)}: not valid TOML: {exc}") from None
+    except pydantic_settings.SettingsError as exc:  # a complex value (list, dict) that is not JSON
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise SettingsError(f"invalid settings: {exc}{cause}") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {exc.filename or ''}: {exc.strerror or exc}") from None
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, or None for anything else (a bug)."""
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        return f"Kafka: {error.str() if hasattr(error, 'str') else exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:  # a path the user gave
+        return f"{exc.filename}: {(exc.strerror or str(exc)).lower()}"
+    if isinstance(exc, _known_errors()):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Project and library error types that mean bad input; a role's own are known once it is loaded."""
+    known: list[type[BaseException]] = [
+        CommandError,
+        SettingsError,
+        ContractError,
+        ArtifactError,
+        TweetFileError,
+    ]
+    for module, name in (
+        ("tweetpulse.training.data", "DataError"),
+        ("tweetpulse.bench.texts", "DataError"),
+        ("tweetpulse.producers.xapi", "MissingTokenError"),
+        ("tweepy", "TweepyException"),  # the X API refused (401, 403, 429 without waiting)
+        ("requests", "RequestException"),  # the X API (or its proxy) cannot be reached
+    ):
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            known.append(error)
+    return tuple(known)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def run_command(prog: str, handler: Callable[[], int | None], secrets: Sequence[str] = ()) -> int:
+    """``handler()``'s exit status; a user error becomes one line on stderr and USER_ERROR_EXIT."""
+    try:
+        return int(handler() or 0)
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None:
+            raise
+        print(f"{prog}: {redact(_one_line(message), secrets)}", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+def run_cli(prog: str, args: argparse.Namespace, handler: Handler) -> int:
+    """Load the settings (``args.config``), set up logging and run ``handler(args, settings)``, every
+    user error ending as one line on stderr."""
+    try:
+        settings = load_cli_settings(args.config)
+    except SettingsError as exc:
+        print(f"{prog}: {_one_line(str(exc))}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    return run_command(prog, lambda: handler(args, settings), settings.secrets())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.config) if args.config else load_settings()
-    except SettingsError as exc:
-        print(f"tweetpulse: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    return int(args.handler(args, settings) or 0)
+    prog = " ".join(["tweetpulse", args.command, *([args.source] if getattr(args, "source", None) else [])])
+    return run_cli(prog, args, args.handler)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,57 @@ Every message is a JSON object with a ``schema_version``; the Kafka key is the t
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = (
     4_000  # X allows 280 (25k for premium long posts are truncated upstream); anything bigger is abuse.
 )
 
+MAX_RULE_TAGS = 32  # tags per tweet; X attaches one per matching filtered-stream rule
+MAX_TAG_CHARS = 64
+MAX_ERROR_CHARS = 1_024  # a dead letter's error text
+
+# Everything a producer can put in a message is bounded, so that no valid input makes an output (a
+# result is the input plus a few fixed fields) larger than processor.max_message_bytes allows.
 Label = Literal["negative", "positive"]
 LABELS: tuple[Label, ...] = ("negative", "positive")
 Source = Literal["twitter", "replay", "synthetic"]
-TweetId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+IDENTIFIER = r"^[A-Za-z0-9_.:-]+$"
+TweetId = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER)]
+AuthorId = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER)]
+Lang = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]+$")]
+ModelVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER)]
+
+# C0 controls other than tab and newlines, DEL, and lone surrogates (they cannot be encoded as UTF-8).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    if _UNPRINTABLE.search(text):
+        raise PydanticCustomError("control_characters", "contains control characters or lone surrogates")
+    return text
+
+
+def _visible(text: str) -> str:
+    """At least one character that is neither whitespace nor invisible (zero-width, BOM, controls)."""
+    stripped = text.strip()
+    if not stripped or not any(unicodedata.category(c)[0] not in "ZC" for c in stripped):
+        raise PydanticCustomError("blank_text", "text has no visible character")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_printable)]
+TweetText = Annotated[Text, AfterValidator(_visible)]
+RuleTag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(_printable)]
+RuleTags = Annotated[list[RuleTag], Field(max_length=MAX_RULE_TAGS)]
 
 
 class ContractError(ValueError):
@@ -62,27 +98,19 @@ class _Contract(BaseModel):
 C = TypeVar("C", bound=_Contract)
 
 
-def _nonblank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text is empty")
-    return text
-
-
 class RawTweet(_Contract):
     """A tweet as it enters the pipeline (topic ``tweets.raw``)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: TweetId
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: TweetText
     created_at: datetime | None = None
-    author_id: str | None = None
-    lang: str | None = Field(None, max_length=16)
+    author_id: AuthorId | None = None
+    lang: Lang | None = None
     source: Source
-    rule_tags: list[str] = Field(default_factory=list)
+    rule_tags: RuleTags = Field(default_factory=list)
     ingested_at: datetime = Field(default_factory=utcnow)
     label: Label | None = None
-
-    _text_nonblank = field_validator("text")(_nonblank)
 
     @property
     def key(self) -> bytes:
@@ -94,11 +122,11 @@ class SentimentResult(_Contract):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: TweetId
-    text: str
+    text: Text
     label: Label
     probabilities: dict[Label, float]
-    model_version: str
-    rule_tags: list[str] = Field(default_factory=list)
+    model_version: ModelVersion
+    rule_tags: RuleTags = Field(default_factory=list)
     source: Source | None = None
     true_label: Label | None = None
     ingested_at: datetime
@@ -120,16 +148,23 @@ class SentimentResult(_Contract):
 
 
 class DeadLetter(_Contract):
-    """A message that could not be processed (topic ``tweets.dlq``); the original bytes are kept."""
+    """A message that could not be processed (topic ``tweets.dlq``).
+
+    The original bytes are kept up to a limit (processor.dlq_max_value_bytes), with the original's size
+    and SHA-256, so that the dead letter of any message fits on the topic.
+    """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    error: str
-    reason: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    original_key_b64: str | None = None
+    error: str = Field(max_length=MAX_ERROR_CHARS)
+    reason: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+    source_topic: str = Field(min_length=1, max_length=249)
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+    original_key_b64: str | None = None  # the original key's first 1 KiB
     original_value_b64: str
+    original_size: int = Field(0, ge=0)  # bytes of the original value
+    original_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    truncated: bool = False  # the key or value kept here is only the original's first bytes
     failed_at: datetime = Field(default_factory=utcnow)
     stage: str = "processor"
 
@@ -138,8 +173,8 @@ class ModelAnnouncement(_Contract):
     """A model version made production (compacted topic ``tweetpulse.models``, key ``production``)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    version: str = Field(min_length=1)
-    registry_root: str
+    version: ModelVersion  # a hint only: workers load what the registry's PRODUCTION pointer names
+    registry_root: str = Field(max_length=4_096)
     announced_at: datetime = Field(default_factory=utcnow)
 
 
@@ -151,13 +186,11 @@ class LabeledTweet(_Contract):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: TweetId
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: TweetText
     label: Label
     source: Literal["human", "weak"]
     labeled_at: datetime = Field(default_factory=utcnow)
     cue: str | None = Field(None, max_length=64)
-
-    _text_nonblank = field_validator("text")(_nonblank)
 
     @property
     def key(self) -> bytes:
@@ -177,7 +210,7 @@ class DriftEvent(_Contract):
     reference_positive_rate: float = Field(ge=0, le=1)
     reference_mean_confidence: float = Field(ge=0, le=1)
     reasons: list[str] = Field(min_length=1)  # which thresholds were crossed, with the numbers
-    model_version: str | None = None
+    model_version: ModelVersion | None = None
     detected_at: datetime = Field(default_factory=utcnow)
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 REDACTED = "***"
@@ -37,18 +38,42 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def secret_forms(secrets: Iterable[str]) -> list[str]:
+    """Each secret as it can appear in a line: as is, JSON-escaped (the JSON formatter escapes quotes,
+    backslashes, control and non-ASCII characters), escaped twice (a JSON string logged as JSON),
+    repr-escaped (a dict or list logged with %s) and URL-encoded. Longest first, so no form is left
+    half-replaced by a shorter one."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        escaped = [json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]]
+        twice = [json.dumps(form)[1:-1] for form in escaped]
+        forms.update([secret, *escaped, *twice, repr(secret)[1:-1], quote(secret, safe="")])
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of every secret replaced by ***."""
+    return _scrub(text, secret_forms(secrets))
+
+
+def _scrub(text: str, forms: list[str]) -> str:
+    for form in forms:
+        text = text.replace(form, REDACTED)
+    return text
+
+
 class RedactingHandler(logging.StreamHandler):
-    """Replaces every known secret value in the formatted line, whatever put it there."""
+    """Replaces every known secret value, in each of its forms, in the formatted line, whatever put it
+    there (our code, a library's DEBUG dump of request headers, an exception message)."""
 
     def __init__(self, stream: Any = None, secrets: Iterable[str] = ()) -> None:
         super().__init__(stream or sys.stderr)
-        self.secrets = [s for s in secrets if s]
+        self.secrets = secret_forms(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        for secret in self.secrets:
-            line = line.replace(secret, REDACTED)
-        return line
+        return _scrub(super().format(record), self.secrets)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:

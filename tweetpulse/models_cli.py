@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from tweetpulse.registry import MANIFEST, ArtifactError, ModelRegistry, announce_production, load_artifact
+from tweetpulse.registry import MANIFEST, ArtifactError, ModelRegistry, announce_production
 from tweetpulse.settings import Settings
 
 
@@ -48,7 +48,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
             if not args.no_announce:
                 announce_production(settings, version, registry_root=registry.root)
             print(f"production: {version}")
-    except ArtifactError as exc:
+    except (ArtifactError, OSError) as exc:  # OSError: e.g. a registry mounted read-only
         print(f"tweetpulse models: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -70,24 +70,34 @@ def _listing(registry: ModelRegistry) -> str:
     production = registry.production()
     rows = [f"  {'version':<8} {'created_at':<25} {'preset':<6} {'int8 acc':>8}  base_model"]
     for version in versions:
-        try:
-            manifest = json.loads((registry.path(version) / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError):
+        manifest = _unverified_manifest(registry, version)
+        if manifest is None:
             rows.append(f"  {version:<8} (unreadable manifest)")
             continue
-        accuracy = (manifest.get("export") or {}).get("onnx_int8_accuracy")
+        export = manifest.get("export")
+        accuracy = export.get("onnx_int8_accuracy") if isinstance(export, dict) else None
+        shown = f"{accuracy:.4f}" if isinstance(accuracy, int | float) and accuracy else "-"
         mark = "*" if version == production else " "
         rows.append(
             f"{mark} {version:<8} {str(manifest.get('created_at', '?'))[:25]:<25} "
-            f"{manifest.get('preset', '-')!s:<6} {f'{accuracy:.4f}' if accuracy else '-':>8}  "
-            f"{manifest.get('base_model', '?')}"
+            f"{manifest.get('preset', '-')!s:<6} {shown:>8}  {manifest.get('base_model', '?')}"
         )
     return "\n".join(rows)
 
 
+def _unverified_manifest(registry: ModelRegistry, version: str) -> dict | None:
+    """A version's manifest for listing (no checksums: `show` verifies); None if it cannot be read."""
+    try:
+        manifest = json.loads((registry.path(version) / MANIFEST).read_bytes())
+    except (ArtifactError, OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def _show(registry: ModelRegistry, version: str | None) -> dict:
-    version = version or registry.production()
+    if version is None:
+        version = registry.production()
     if version is None:
         raise ArtifactError(f"registry {registry.root} has no production model; name a version")
-    artifact = load_artifact(registry.path(version))  # verifies every checksum
+    artifact = registry.load(version)  # verifies every checksum
     return {**artifact.manifest, "path": str(artifact.path), "production": version == registry.production()}

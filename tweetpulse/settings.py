@@ -80,8 +80,13 @@ class KafkaSettings(BaseModel):
         return conf
 
     def secrets(self) -> list[str]:
-        """Secret values, for log redaction."""
-        return [s.get_secret_value() for s in (self.sasl_password, self.ssl_key_password) if s]
+        """Secret values, for log redaction: the typed ones and every ``extra`` value whose librdkafka
+        key names a secret (``sasl.password``, ``ssl.key.pem``, ``sasl.oauthbearer.client.secret``...)."""
+        typed = [s.get_secret_value() for s in (self.sasl_password, self.ssl_key_password) if s]
+        # credentials: passwords, client secrets, PEM private keys, the OAUTHBEARER config string
+        parts = ("password", "secret", "passphrase", "key.pem", "private.key", "oauthbearer.config")
+        extra = [str(v) for k, v in self.extra.items() if any(p in k.lower() for p in parts)]
+        return typed + [v for v in extra if v]
 
 
 class TopicSettings(BaseModel):
@@ -122,7 +127,9 @@ class TwitterSettings(BaseModel):
     )
     rules: list[str] = Field(default_factory=list, description="filtered-stream rules, 'VALUE:TAG' each")
     keepalive_timeout_s: float = Field(25.0, gt=0, description="X sends a keep-alive every 20 s")
-    dedupe_window: int = Field(100_000, ge=1, description="recent tweet ids remembered to drop replays")
+    dedupe_window: int = Field(
+        100_000, ge=1, le=1_000_000, description="recent tweet ids remembered to drop replays (~150 B each)"
+    )
     network_backoff_step_s: float = Field(0.25, gt=0)
     network_backoff_max_s: float = Field(16.0, gt=0)
     http_backoff_start_s: float = Field(5.0, gt=0)
@@ -147,6 +154,20 @@ class DashboardSettings(BaseModel):
     max_tags: int = Field(12, ge=1, le=100)  # tags shown; at most 50x that many are tracked
     lag_interval_s: float = Field(5.0, gt=0, le=3_600)
     push_interval_s: float = Field(1.0, gt=0, le=60)
+    max_clients: int = Field(100, ge=1, le=10_000)  # open event streams; more get 503
+    # Host header names answered besides loopback names and the bound address (DNS rebinding guard);
+    # "*" answers any Host (behind a proxy that checks it). Env: a JSON list.
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=1_000)
+
+    @model_validator(mode="after")
+    def _host_names(self) -> DashboardSettings:
+        """Allowed hosts as the Host check compares them: lower case, IPv6 without brackets, no port."""
+        names = [h.strip().lower().removeprefix("[").removesuffix("]") for h in self.allowed_hosts]
+        bad = [h for h in names if not h or any(c.isspace() or c in "/@" for c in h)]
+        if bad:
+            raise ValueError(f"dashboard.allowed_hosts: {bad[0]!r} is not a host name")
+        self.allowed_hosts = names
+        return self
 
 
 class ProcessorSettings(BaseModel):
@@ -179,6 +200,25 @@ class ProcessorSettings(BaseModel):
     commit_interval_s: float = Field(2.8, gt=0)
     recovery_delay_s: float = Field(3.0, ge=0)  # pause after a rebalance before streams resume
     lag_interval_s: float = Field(5.0, gt=0)
+    # Untrusted input: work is bounded before parsing, and a dead letter always fits on its topic.
+    max_message_bytes: int = Field(64 * 1024, ge=1_024, le=16 * 1024 * 1024)  # larger: oversized-message
+    max_json_depth: int = Field(16, ge=2, le=1_000)  # deeper arrays/objects: too-deep
+    dlq_max_value_bytes: int = Field(8 * 1024, ge=0, le=1024 * 1024)  # original bytes kept per dead letter
+    # A worker that cannot make progress exits (named exit codes, see processors/exits.py).
+    send_timeout_s: float = Field(60.0, gt=0)  # transient send errors retry this long, then exit
+    inference_timeout_s: float = Field(60.0, gt=0)  # one model call
+    stall_timeout_s: float = Field(180.0, gt=0)  # tweets in flight and no batch finished
+    shutdown_grace_s: float = Field(25.0, gt=0, le=3_600)  # SIGTERM: stopped within this, in any state
+    liveness_timeout_s: float = Field(120.0, gt=0)  # /livez fails: no commit this long while lagging
+
+    @model_validator(mode="after")
+    def _stall_outlasts_a_batch(self) -> ProcessorSettings:
+        if self.stall_timeout_s <= self.inference_timeout_s + self.send_timeout_s:
+            raise ValueError(
+                "processor.stall_timeout_s must exceed inference_timeout_s + send_timeout_s (one batch's "
+                "longest legitimate time)"
+            )
+        return self
 
 
 class RetrainSettings(BaseModel):
@@ -196,7 +236,11 @@ class RetrainSettings(BaseModel):
     labeled_cap: int = Field(50_000, ge=0)  # newest labeled-topic examples used per run
     labeled_window_h: float = Field(24 * 30, gt=0)  # labels older than this are left out
     weak_max_share: float = Field(0.3, ge=0, le=1)  # weak labels' largest share of the training set
+    human_max_share: float = Field(0.5, ge=0, le=1)  # human labels' too: feedback is untrusted input
+    label_clock_skew_s: float = Field(300, ge=0)  # labels dated further in the future are refused
     tolerance: float = Field(0.005, ge=0, le=1)  # a candidate may be this much less accurate
+    min_accuracy: float = Field(0.75, ge=0, le=1)  # absolute floor: no candidate below it is promoted
+    min_gate_examples: int = Field(200, ge=1)  # smaller gate sets decide nothing (production kept)
     gate_variant: Literal["fp32", "int8"] = "fp32"  # graph scored by the gate (int8 is gated at export)
     weak_labels: bool = False  # the processors emit emoticon/emoji (distant supervision) labels
     weak_label_rate: float = Field(0.1, ge=0, le=1)  # share of cue-bearing tweets they emit
@@ -206,6 +250,7 @@ class RetrainSettings(BaseModel):
     drift_positive_rate_delta: float = Field(0.15, gt=0, le=1)  # absolute change that is drift
     drift_confidence_delta: float = Field(0.1, gt=0, le=1)
     drift_cooldown_s: float = Field(3_600, ge=0)  # least time between drift-triggered retrains
+    drift_max_open_windows: int = Field(288, ge=1)  # beyond it the oldest open window is closed early
 
 
 class Settings(BaseSettings):

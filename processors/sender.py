@@ -1,0 +1,146 @@
+"""Sending a batch's outputs: every record lands, becomes a dead letter, or the worker ends loudly.
+
+- Transient errors (broker down, leader moving, timeouts) retry the failed records with backoff until
+  ``processor.send_timeout_s``; then the worker exits (:data:`EXIT_BROKER_UNAVAILABLE`) with its
+  offsets uncommitted, so another worker takes over.
+- A record the broker refuses for its size is first re-sent alone (a refused *batch* may hold several
+  small records); if it is refused alone, it is replaced by a dead letter of its source message (a
+  dead letter keeps at most ``dlq_max_value_bytes`` of the original, so it fits). This is a property of
+  the message, so dead-lettering it keeps every worker that inherits the partition from crash-looping.
+- Refusals no retry can fix (topic missing, not authorized) end the worker with
+  :data:`EXIT_MISCONFIGURED` and a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tweetpulse.processors import metrics
+from tweetpulse.processors.exits import EXIT_BROKER_UNAVAILABLE, EXIT_MISCONFIGURED, fatal
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 10.0
+TOO_LARGE = ("MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError")
+MISCONFIGURED = {
+    "TopicAuthorizationFailedError": "grant this worker's principal WRITE on the topic",
+    "ClusterAuthorizationFailedError": "grant this worker's principal the cluster permissions it needs",
+    "TransactionalIdAuthorizationFailed": "grant this worker's principal access to its transactional id",
+    "InvalidTopicError": "fix the topic name in the settings (TWEETPULSE_TOPICS__*)",
+    "UnknownTopicOrPartitionError": "create the topic (`tweetpulse topics create`) or fix its name",
+}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record to produce; `source` is the raw message it came from (for its dead letter)."""
+
+    topic: Any  # a Faust topic
+    key: bytes | None
+    value: bytes
+    source: Any = None
+
+
+class OutputSender:
+    """Sends lists of outputs and waits for every acknowledgement (at-least-once)."""
+
+    def __init__(
+        self, send_timeout_s: float, dead_letter_for: Callable[[Output, str, str], Output | None]
+    ) -> None:
+        self.send_timeout_s = send_timeout_s
+        # (refused output, reason, error) -> its dead letter; None when it cannot get any smaller
+        self.dead_letter_for = dead_letter_for
+
+    async def send_all(self, outputs: list[Output], issued: asyncio.Future | None = None) -> None:
+        """Send `outputs`, resolving `issued` once all are queued in the producer (order between
+        batches), and return when the broker acknowledged each one or its dead letter."""
+        deadline = time.monotonic() + self.send_timeout_s
+        backoff = BACKOFF_START_S
+        failed = await self._send(outputs, issued)
+        while failed:
+            too_large = [(o, e) for o, e in failed if type(e).__name__ in TOO_LARGE]
+            others = [(o, e) for o, e in failed if type(e).__name__ not in TOO_LARGE]
+            self._refuse_if_misconfigured(others, final=time.monotonic() >= deadline)
+            metrics.SEND_RETRIES.inc()
+            retry = [o for o, _ in others] + await self._alone_or_dead_letter(too_large)
+            if others:
+                log.warning(
+                    "sending failed; retrying",
+                    extra={"outputs": len(others), "error": _describe(others[0][1]), "backoff_s": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            failed = await self._send(retry, None)
+
+    async def _send(
+        self, outputs: list[Output], issued: asyncio.Future | None
+    ) -> list[tuple[Output, Exception]]:
+        futures: list[tuple[Output, Any]] = []
+        failed: list[tuple[Output, Exception]] = []
+        try:
+            for output in outputs:
+                try:
+                    futures.append(
+                        (output, await output.topic.send(key=output.key, value=output.value, force=True))
+                    )
+                except Exception as exc:  # refused before it was queued (size, metadata timeout)
+                    failed.append((output, exc))
+        finally:
+            if issued is not None and not issued.done():
+                issued.set_result(None)  # queued in the producer: the next batch may send
+        acks = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+        failed += [(o, a) for (o, _), a in zip(futures, acks, strict=True) if isinstance(a, Exception)]
+        return failed
+
+    async def _alone_or_dead_letter(self, too_large: list[tuple[Output, Exception]]) -> list[Output]:
+        """Re-send each refused record in a request of its own; those refused alone become dead letters
+        (returned, to be sent). A dead letter refused alone is replaced by one without the original."""
+        letters = []
+        for output, exc in too_large:
+            try:
+                await (await output.topic.send(key=output.key, value=output.value, force=True))
+            except Exception as alone:
+                if type(alone).__name__ not in TOO_LARGE:
+                    letters.append(output)  # something else went wrong: the normal retry handles it
+                    continue
+                log.error(
+                    "record refused as too large; dead-lettering its source",
+                    extra={"topic": output.topic.get_topic_name(), "bytes": len(output.value)},
+                )
+                letter = self.dead_letter_for(output, "output-too-large", _describe(exc))
+                if letter is None:
+                    topic = output.topic.get_topic_name()
+                    fatal(
+                        EXIT_MISCONFIGURED,
+                        f"topic {topic} refuses even a {len(output.value)}-byte dead letter; raise its "
+                        "max.message.bytes",
+                        topic=topic,
+                    )
+                letters.append(letter)
+        return letters
+
+    def _refuse_if_misconfigured(self, failed: list[tuple[Output, Exception]], final: bool) -> None:
+        for output, exc in failed:
+            fix = MISCONFIGURED.get(type(exc).__name__)
+            topic = output.topic.get_topic_name()
+            # An unknown topic can be metadata catching up; anything else is final at once.
+            if fix and (final or type(exc).__name__ != "UnknownTopicOrPartitionError"):
+                fatal(
+                    EXIT_MISCONFIGURED, f"cannot write to topic {topic}: {_describe(exc)}; {fix}", topic=topic
+                )
+        if failed and final:
+            fatal(
+                EXIT_BROKER_UNAVAILABLE,
+                f"outputs not accepted for {self.send_timeout_s:g} s ({_describe(failed[0][1])}); exiting so "
+                "another worker takes over (offsets stay uncommitted: nothing is lost)",
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
