@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TP := $(VENV)/bin/tweetpulse
 EXTRAS ?= train,dev
 
-.PHONY: setup mpnet demo test test-fast lint kafka-start kafka-stop clean
+.PHONY: setup mpnet demo test test-fast lint kafka-start kafka-stop clean deploy-test
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ test: setup mpnet
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	[ $$was_running = 1 ] || $(TP) kafka stop; \
 	exit $$rc
+
+# The Compose stack for real: a Docker engine (installed and started as root on Debian), the images
+# built without any image registry (deploy/docker/build.sh), tweets through containers, checked from
+# the host (tests/test_deploy_stack.py, also part of `make test`). Fails where `make test` would skip.
+deploy-test: setup
+	TWEETPULSE_DEPLOY_TEST=required $(VENV)/bin/pytest -s -v tests/test_deploy_stack.py $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from tweetpulse.settings import Settings
 
-PARTS = ("raw", "pipeline", "latency", "scaling", "naive")
+PARTS = ("raw", "pipeline", "writes", "hostile", "latency", "scaling", "naive", "framework")
 
 
 def register(subparsers: Any) -> None:
@@ -22,8 +23,14 @@ def register(subparsers: Any) -> None:
         "`tweetpulse process` workers and tweets.sentiment, timed from the first write to the last "
         "result, start-up excluded and reported apart), naive_tps (a confluent-kafka loop calling a "
         "transformers pipeline per message), their ratios, end-to-end latency percentiles at half the "
-        "measured pipeline rate, and 1 vs 2 single-threaded workers. Every run uses fresh topics and "
-        "deletes them afterwards. Exit 2 when there is no model to measure.",
+        "measured pipeline rate and the p99 at 80% of it, writes_per_tweet (Kafka records the "
+        "worker writes per classified tweet over every topic it writes, at full load and at 100 "
+        "tweets/s), hostile_mix_tps (valid tweets/s when each is followed by a hostile "
+        "message: every kind the worker must dead-letter), 1 vs 2 single-threaded workers, and "
+        "framework_tps (the pipeline with a near-free random 1-layer BERT the bench builds: the "
+        "ceiling of the worker's own machinery). Every run uses fresh topics and deletes them "
+        "afterwards, and stops every worker it starts, also when a step fails or on Ctrl-C. Exit 2 "
+        "when there is no model to measure, 130 when interrupted.",
     )
     bench.add_argument(
         "--model",
@@ -49,6 +56,12 @@ def register(subparsers: Any) -> None:
     bench.add_argument(
         "--latency-seconds", type=float, default=20.0, help="length of the paced latency run (default 20)"
     )
+    bench.add_argument(
+        "--framework-tweets",
+        type=int,
+        default=20000,
+        help="tweets in the near-free model's pipeline run (default 20000)",
+    )
     bench.add_argument("--partitions", type=int, default=6, help="partitions of the bench topics (default 6)")
     bench.add_argument(
         "--provider",
@@ -70,7 +83,8 @@ def register(subparsers: Any) -> None:
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="a short smoke run: 500 tweets, 200 raw texts, 30 naive messages, 5 s of latency",
+        help="a short smoke run: 500 tweets, 200 raw texts, 30 naive messages, 5 s of latency, "
+        "3 s at low load, 2000 tweets with the near-free model",
     )
     bench.add_argument("--json", dest="json_path", type=Path, help="also write the whole report to this file")
     bench.add_argument(
@@ -79,15 +93,20 @@ def register(subparsers: Any) -> None:
     bench.set_defaults(handler=_bench)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
     from tweetpulse.bench.report import format_table
-    from tweetpulse.bench.run import BenchOptions, run_bench
+    from tweetpulse.bench.run import BenchOptions, needs_model, run_bench
     from tweetpulse.bench.texts import DataError
     from tweetpulse.registry import ArtifactError, ModelRegistry
 
-    if args.model is None and not ModelRegistry(settings.registry.root).production():
+    skip = frozenset(args.skip)
+    if args.model is None and needs_model(skip) and not ModelRegistry(settings.registry.root).production():
         if not args.train_if_missing:
             print(
                 f"tweetpulse bench: the registry {settings.registry.root} has no production model; "
@@ -101,7 +120,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             print("tweetpulse bench: training a seed model failed", file=sys.stderr)
             return 2
     logging.getLogger("tweetpulse.kafka").setLevel(logging.WARNING)  # dozens of throw-away topics
-    quick = {"tweets": 500, "raw_texts": 200, "naive_tweets": 30, "latency_s": 5.0} if args.quick else {}
+    quick = {
+        "tweets": 500,
+        "raw_texts": 200,
+        "naive_tweets": 30,
+        "latency_s": 5.0,
+        "low_load_s": 3.0,
+        "framework_tweets": 2000,
+    }
     opts = BenchOptions(
         model=args.model,
         data=args.data,
@@ -113,15 +139,27 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         provider=args.provider,
         variant=args.variant,
         naive_model=args.naive_model,
-        skip=frozenset(args.skip),
+        framework_tweets=args.framework_tweets,
+        skip=skip,
         log_dir=args.log_dir,
     )
-    opts = BenchOptions(**{**vars(opts), **quick})
+    if args.quick:
+        opts = BenchOptions(**{**vars(opts), **quick})
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the bench stops its workers and deletes
+    # its topics on the way out instead of dying with them running.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run_bench(settings, opts)
     except (ArtifactError, DataError) as exc:
         print(f"tweetpulse bench: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "tweetpulse bench: interrupted; its workers are stopped and its topics deleted", file=sys.stderr
+        )
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     report["command"] = " ".join(["tweetpulse", *sys.argv[1:]])
     print(format_table(report))
     if args.json_path:

@@ -2,38 +2,101 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tweetpulse.contracts import RawTweet, SentimentResult
 from tweetpulse.kafka import create_topics, pipeline_topics, producer_config
 from tweetpulse.settings import Settings, TopicSettings
 
+log = logging.getLogger(__name__)
+
+
+def run_token() -> str:
+    """A fresh id for one bench run: its topics end in ``.bench.<token>``, its app id is
+    ``bench-<token>`` (Faust names its internal topics ``<app id>-...``)."""
+    return uuid.uuid4().hex[:8]
+
 
 @contextmanager
-def bench_topics(base: Settings, partitions: int) -> Iterator[Settings]:
-    """`base` with a fresh, unique set of pipeline topics, deleted afterwards (with the workers' own
-    internal topics, whose names start with the app ids in ``settings.processor.app_id`` + suffix)."""
-    suffix = f"bench.{uuid.uuid4().hex[:8]}"
+def bench_topics(base: Settings, partitions: int, token: str | None = None) -> Iterator[Settings]:
+    """`base` with a fresh, unique set of pipeline topics. On the way out, also when the body
+    raises, every topic of the run is deleted: the pipeline topics by name, and every topic whose
+    name contains ``bench.<token>`` or starts with ``bench-<token>-`` (the workers' internal topics)."""
+    token = token or run_token()
+    suffix = f"bench.{token}"
     names = TopicSettings().model_dump(exclude={"partitions", "replication_factor"})
     topics = {key: f"{name}.{suffix}" for key, name in names.items()}
     settings = base.model_copy(
         update={"topics": TopicSettings(**topics, partitions=partitions, replication_factor=1)}
     )
-    create_topics(settings)
     try:
+        create_topics(settings)
         yield settings
     finally:
-        admin = AdminClient(settings.kafka.confluent_config())
-        ours = [t.name for t in pipeline_topics(settings)]
-        internal = [n for n in admin.list_topics(timeout=10).topics if suffix in n and n not in ours]
-        admin.delete_topics(ours + internal)
+        delete_run_topics(
+            settings, {t.name for t in pipeline_topics(settings)}, (suffix,), (f"bench-{token}-",)
+        )
+
+
+def run_topics(
+    admin: AdminClient, names: set[str], contains: tuple[str, ...], prefixes: tuple[str, ...]
+) -> list[str]:
+    """The topics on the broker that belong to a run: named in `names`, or whose names contain one of
+    `contains` or start with one of `prefixes`."""
+    listed = admin.list_topics(timeout=10).topics
+    return sorted(n for n in listed if n in names or any(c in n for c in contains) or n.startswith(prefixes))
+
+
+def delete_run_topics(
+    settings: Settings,
+    names: set[str],
+    contains: tuple[str, ...] = (),
+    prefixes: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> list[str]:
+    """Delete a run's topics (see :func:`run_topics`) and wait until the broker lists none of them;
+    returns what was deleted. Listed again until none is left: a topic a dying worker was still
+    creating, or that a client re-created (the broker auto-creates topics), is caught too."""
+    admin = AdminClient(settings.kafka.confluent_config())
+    deleted: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = run_topics(admin, names, contains, prefixes)
+        if not left:
+            return sorted(deleted)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench topics still on the broker after {timeout:.0f}s: {left}")
+        for topic, future in admin.delete_topics(left, operation_timeout=30).items():
+            try:
+                future.result()
+                deleted.add(topic)
+            except KafkaException as exc:  # already gone, or being deleted: listed again below
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    log.debug("topic deletion failed; retrying", extra={"topic": topic, "error": str(exc)})
+        time.sleep(0.5)
+
+
+def end_offsets(admin: AdminClient, topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset (the next offset to be written) of every partition of `topics`."""
+    metadata = admin.list_topics(timeout=10).topics
+    request = {
+        TopicPartition(name, p): OffsetSpec.latest()
+        for name in topics
+        if name in metadata
+        for p in metadata[name].partitions
+    }
+    if not request:
+        return {}
+    futures = admin.list_offsets(request, request_timeout=30)
+    return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
 
 
 def produce_all(settings: Settings, tweets: list[RawTweet], partition: bool = False) -> float:
@@ -49,6 +112,17 @@ def produce_all(settings: Settings, tweets: list[RawTweet], partition: bool = Fa
         _produce(producer, settings.topics.raw, tweet.key, tweet.to_bytes(), **extra)
     if producer.flush(60):
         raise RuntimeError("raw tweets were not all delivered within 60 s")
+    return time.perf_counter() - started
+
+
+def produce_raw(settings: Settings, messages: list[tuple[bytes | None, bytes | None]]) -> float:
+    """Write (key, value) pairs as they are, bad bytes included, to the raw topic; returns seconds."""
+    started = time.perf_counter()
+    producer = Producer(producer_config(settings, **{"message.max.bytes": 2_000_000}))
+    for key, value in messages:
+        _produce(producer, settings.topics.raw, key, value)
+    if producer.flush(60):
+        raise RuntimeError("raw messages were not all delivered within 60 s")
     return time.perf_counter() - started
 
 
@@ -77,7 +151,7 @@ def produce_paced(settings: Settings, texts: list[str], rate: float, prefix: str
     return offered_s
 
 
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes, **kwargs: int) -> None:
+def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None, **kwargs: int) -> None:
     while True:
         try:
             producer.produce(topic, value, key, **kwargs)

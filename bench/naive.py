@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from tweetpulse.bench.kafka_io import bench_topics, produce_all
+from tweetpulse.bench.kafka_io import bench_topics, produce_all, run_token
 from tweetpulse.bench.texts import raw_tweets
 from tweetpulse.settings import Settings
 
@@ -84,10 +84,12 @@ def naive_throughput(
     classify, what = naive_classifier(str(model) if model else None)
     classify("warm up the model")
     load_s = time.perf_counter() - started
-    with bench_topics(base, partitions) as settings:
+    token = run_token()
+    with bench_topics(base, partitions, token) as settings:
         produce_all(settings, raw_tweets(texts, "naive-"))
         seconds = naive_loop(settings, classify, len(texts))
     return {
+        "run": token,
         "tps": round(len(texts) / seconds, 1),
         "tweets": len(texts),
         "seconds": round(seconds, 2),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,31 @@ def worker_env(settings: Settings, app_id: str, registry_root: Path, **extra: st
     return env
 
 
+def _prctl() -> Any:
+    """libc's prctl, looked up in the bench process (not in a forked child: dlopen there can deadlock)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the thread that started it dies (Linux's
+    PR_SET_PDEATHSIG), so a bench killed with -9 leaves no worker behind."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class WorkerProcess:
-    """One `tweetpulse process` subprocess, its log file and its status web view."""
+    """One `tweetpulse process` subprocess, its log file and its status web view.
+
+    The worker runs in its own session (a Ctrl-C at the terminal reaches the bench, which then stops
+    it) and dies with the bench process if that is killed outright."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
@@ -62,7 +88,13 @@ class WorkerProcess:
                 env={**env, "TWEETPULSE_PROCESSOR__WEB_PORT": str(self.port)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def status(self) -> dict[str, Any] | None:
         try:
@@ -83,15 +115,45 @@ class WorkerProcess:
         if self.proc.poll() is not None:
             raise WorkerError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30) -> int:
+    def terminate(self) -> None:
+        """Ask the worker to stop (SIGTERM: it finishes its in-flight batch, commits and leaves)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then SIGKILL (to its whole process group) if it has not exited after `timeout`
+        seconds; returns its exit status once it is gone."""
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
         return self.proc.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # its own session: its group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def stop_all(workers: Iterable[WorkerProcess], timeout: float = 30) -> None:
+    """Stop every worker, all at once: SIGTERM to each, then SIGKILL to those still running when
+    `timeout` seconds have passed. Always returns with every worker gone, also on a second Ctrl-C."""
+    workers = list(workers)
+    try:
+        for worker in workers:
+            worker.terminate()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            try:
+                worker.proc.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.kill()
 
 
 def wait_until_assigned(workers: list[WorkerProcess], partitions: int, timeout: float = 180) -> float:

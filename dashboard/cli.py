@@ -16,8 +16,9 @@ DESCRIPTION = (
     "Serve a web page that tails the sentiment topic and shows, live over server-sent events: "
     "sentiment per minute overall and per tag, the latest classified tweets, throughput, end-to-end "
     "latency, the processors' consumer lag and the current model version. Also serves /api/snapshot "
-    "(JSON), /events (the event stream) and /healthz. Options override the dashboard.* settings "
-    "(TWEETPULSE_DASHBOARD__*)."
+    "(JSON), /events (the event stream, at most dashboard.max_clients at once) and /healthz. Only "
+    "localhost, IP addresses and --allowed-host names are answered (other Host headers get 421, against "
+    "DNS rebinding). Options override the dashboard.* settings (TWEETPULSE_DASHBOARD__*)."
 )
 
 

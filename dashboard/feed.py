@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tweetpulse.contracts import ContractError, ModelAnnouncement, SentimentResult
 from tweetpulse.dashboard.lag import LagError, LagReading, measure_lag
@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 PRODUCTION_KEY = b"production"
 METADATA_TIMEOUT_S = 10.0
 TOPIC_RETRY_S = 2.0
+# Errors of a topic that is just being created or of a broker that is starting: asked again shortly.
+TRANSIENT_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
 
 
 class TopicNotFoundError(LookupError):
@@ -75,6 +86,11 @@ class ResultFeed(threading.Thread):
             except TopicNotFoundError as exc:  # the topics may not be created yet
                 log.warning("waiting for topic", extra={"reason": str(exc)})
                 self._stop_event.wait(TOPIC_RETRY_S)
+            except KafkaException as exc:
+                if exc.args[0].code() not in TRANSIENT_ERRORS:
+                    raise
+                log.warning("waiting for the sentiment topic's leaders", extra={"reason": exc.args[0].str()})
+                self._stop_event.wait(TOPIC_RETRY_S / 4)
         return None
 
     def _partitions(self, consumer: Consumer, topic: str) -> list[int]:

@@ -50,7 +50,6 @@ class SnapshotHub:
         self.state = state
         self.interval_s = interval_s
         self.clients = 0
-        self.serialized = 0  # snapshots computed so far
         self._json = b""
         self._event = b""
         self._at = float("-inf")
@@ -64,7 +63,6 @@ class SnapshotHub:
             self._json = (await asyncio.to_thread(self._serialize)).encode()
             self._event = b"event: snapshot\ndata: " + self._json + b"\n\n"
             self._at = now
-            self.serialized += 1
 
     def _serialize(self) -> str:
         return json.dumps(self.state.snapshot(), separators=(",", ":"))
@@ -210,7 +208,8 @@ def create_app(settings: Settings, options: DashboardSettings | None = None) -> 
     app[STATE] = state
     app[HUB] = SnapshotHub(state, options.push_interval_s)
     app[FEED] = ResultFeed(settings, state, options.replay_minutes)
-    app[LAG_POLLER] = LagPoller(settings, state, options.processor_group, options.lag_interval_s)
+    group = options.processor_group or settings.processor.app_id  # Faust's group is its app id
+    app[LAG_POLLER] = LagPoller(settings, state, group, options.lag_interval_s)
     app.cleanup_ctx.append(_kafka_threads)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/", index)

@@ -118,6 +118,12 @@ class DashboardState:
     # -- reading -------------------------------------------------------------------------------------
 
     @property
+    def tracked_tags(self) -> int:
+        """Distinct tags with counts in the window (at most TAGS_TRACKED_PER_SHOWN * max_tags + 1)."""
+        with self._lock:
+            return len(self._tag_minutes)
+
+    @property
     def total(self) -> int:
         """Results counted since start (cheap; no snapshot)."""
         with self._lock:

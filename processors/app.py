@@ -33,6 +33,8 @@ from typing import Any
 from faust.sensors import Sensor
 
 from tweetpulse.contracts import (
+    LABELS,
+    MAX_TAG_CHARS,
     DeadLetter,
     ModelAnnouncement,
     RawTweet,
@@ -40,6 +42,7 @@ from tweetpulse.contracts import (
     utcnow,
 )
 from tweetpulse.processors import metrics
+from tweetpulse.processors.aggregates import WindowTags
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key, parse_raw
@@ -151,6 +154,7 @@ class Processor:
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
         self.next_offsets: dict[Any, int] = {}
+        self.window_tags = WindowTags(conf.agg_max_tags, timedelta(seconds=conf.agg_expires_s))
         self.queue: deque[_Batch] = deque()  # parsed micro-batches waiting for the model
         self.queued = 0  # events in the queue
         self.queue_changed = asyncio.Event()
@@ -164,7 +168,9 @@ class Processor:
                 conf.inference_timeout_s, conf.stall_timeout_s, conf.shutdown_grace_s, conf.liveness_timeout_s
             )
         )
-        self.sender = OutputSender(conf.send_timeout_s, self._dead_letter_output)
+        self.sender = OutputSender(
+            conf.send_timeout_s, self._dead_letter_output, aiokafka_options(settings.kafka)
+        )
         self.app = faust.App(
             conf.app_id,
             broker=broker_urls(settings.kafka),
@@ -442,10 +448,15 @@ class Processor:
 
     async def _count_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            key = event.key.decode()
-            self.counts[key] += int(event.value)
+            parsed = _count_event(event.key, event.value)
+            if parsed is None:  # anyone can write to a topic: a bad record is skipped, never a crash
+                metrics.DEAD_LETTERS.labels("bad-count-event").inc()
+                log.warning("bad count event skipped", extra={"offset": event.message.offset})
+                continue
             start = self._window_start(event.message.timestamp)
-            tag, label = key.rsplit("|", 1)
+            tag, label = self.window_tags.admit(parsed[0], start), parsed[1]
+            key = f"{tag}|{label}"
+            self.counts[key] += parsed[2]
             update = {
                 "tag": tag,
                 "label": label,
@@ -621,6 +632,18 @@ class Processor:
         self.loader.shutdown(wait=False)
         if self.conf.datadir is None:
             shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _count_event(key: bytes | None, value: bytes | None) -> tuple[str, str, int] | None:
+    """(tag, label, count) of a count event, or None for a record that is not one."""
+    try:
+        tag, label = (key or b"").decode().rsplit("|", 1)
+        count = int(value or b"")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if label not in LABELS or not 0 < count <= 1_000_000 or not 0 < len(tag) <= MAX_TAG_CHARS:
+        return None
+    return tag, label, count
 
 
 def _is_announcement(value: bytes | None) -> bool:

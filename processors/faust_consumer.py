@@ -73,12 +73,14 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             self._suspected.pop(tp, None)  # a stream is working on it
         elif self._suspected.get(tp) != offset:
             self._suspected[tp] = offset
-        elif (tp, offset, self.app.consumer_generation_id) not in self._refetched:
+        elif (tp, offset, generation := self.app.consumer_generation_id) not in self._refetched:
+            # Bounded: entries of earlier generations are spent (the seek after a rebalance covers them).
+            self._refetched = {entry for entry in self._refetched if entry[2] == generation}
             log.warning(
                 "unprocessed offset behind processed ones; reading it again",
                 extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
             )
-            self._refetched.add((tp, offset, self.app.consumer_generation_id))
+            self._refetched.add((tp, offset, generation))
             self._refetch[tp] = offset
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:

@@ -3,8 +3,9 @@
 - Transient errors (broker down, leader moving, timeouts) retry the failed records with backoff until
   ``processor.send_timeout_s``; then the worker exits (:data:`EXIT_BROKER_UNAVAILABLE`) with its
   offsets uncommitted, so another worker takes over.
-- A record the broker refuses for its size is first re-sent alone (a refused *batch* may hold several
-  small records); if it is refused alone, it is replaced by a dead letter of its source message (a
+- A record the broker refuses for its size is first re-sent alone, by a producer of its own that sends
+  one record per request (a refused *batch* of the shared producer may hold several small records, and
+  other batches keep adding to it); if it is refused alone, it is replaced by a dead letter of its source message (a
   dead letter keeps at most ``dlq_max_value_bytes`` of the original, so it fits). This is a property of
   the message, so dead-lettering it keeps every worker that inherits the partition from crash-looping.
 - Refusals no retry can fix (topic missing, not authorized) end the worker with
@@ -51,9 +52,13 @@ class OutputSender:
     """Sends lists of outputs and waits for every acknowledgement (at-least-once)."""
 
     def __init__(
-        self, send_timeout_s: float, dead_letter_for: Callable[[Output, str, str], Output | None]
+        self,
+        send_timeout_s: float,
+        dead_letter_for: Callable[[Output, str, str], Output | None],
+        client_options: dict[str, Any],
     ) -> None:
         self.send_timeout_s = send_timeout_s
+        self.client_options = client_options  # aiokafka options of the one-record-at-a-time producer
         # (refused output, reason, error) -> its dead letter; None when it cannot get any smaller
         self.dead_letter_for = dead_letter_for
 
@@ -100,30 +105,44 @@ class OutputSender:
 
     async def _alone_or_dead_letter(self, too_large: list[tuple[Output, Exception]]) -> list[Output]:
         """Re-send each refused record in a request of its own; those refused alone become dead letters
-        (returned, to be sent). A dead letter refused alone is replaced by one without the original."""
+        (returned, to be sent). A record that is delivered alone counts as sent (order across batches is
+        not kept for it: at-least-once, keyed by tweet id)."""
+        if not too_large:
+            return []
+        from aiokafka import AIOKafkaProducer
+
         letters = []
-        for output, exc in too_large:
-            try:
-                await (await output.topic.send(key=output.key, value=output.value, force=True))
-            except Exception as alone:
-                if type(alone).__name__ not in TOO_LARGE:
-                    letters.append(output)  # something else went wrong: the normal retry handles it
-                    continue
-                log.error(
-                    "record refused as too large; dead-lettering its source",
-                    extra={"topic": output.topic.get_topic_name(), "bytes": len(output.value)},
-                )
-                letter = self.dead_letter_for(output, "output-too-large", _describe(exc))
-                if letter is None:
-                    topic = output.topic.get_topic_name()
-                    fatal(
-                        EXIT_MISCONFIGURED,
-                        f"topic {topic} refuses even a {len(output.value)}-byte dead letter; raise its "
-                        "max.message.bytes",
-                        topic=topic,
-                    )
-                letters.append(letter)
+        solo = AIOKafkaProducer(acks="all", linger_ms=0, **self.client_options)
+        await solo.start()
+        try:
+            for output, _ in too_large:
+                topic = output.topic.get_topic_name()
+                try:
+                    await solo.send_and_wait(topic, output.value, key=output.key)
+                except Exception as alone:
+                    if type(alone).__name__ not in TOO_LARGE:
+                        letters.append(output)  # something else went wrong: the normal retry handles it
+                        continue
+                    letters.append(self._letter_or_exit(output, alone))
+        finally:
+            await solo.stop()
         return letters
+
+    def _letter_or_exit(self, output: Output, exc: BaseException) -> Output:
+        """The dead letter that replaces `output`; ends the worker when there is none smaller."""
+        topic = output.topic.get_topic_name()
+        log.error(
+            "record refused as too large; dead-lettering its source",
+            extra={"topic": topic, "bytes": len(output.value)},
+        )
+        letter = self.dead_letter_for(output, "output-too-large", _describe(exc))
+        if letter is None:
+            fatal(
+                EXIT_MISCONFIGURED,
+                f"topic {topic} refuses even a {len(output.value)}-byte record; raise its max.message.bytes",
+                topic=topic,
+            )
+        return letter
 
     def _refuse_if_misconfigured(self, failed: list[tuple[Output, Exception]], final: bool) -> None:
         for output, exc in failed:

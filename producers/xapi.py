@@ -67,11 +67,15 @@ def route(session: requests.Session, base_url: str | None) -> None:
 
 
 class SeenIds:
-    """The ``size`` most recently seen tweet ids (an LRU window)."""
+    """The ``size`` most recently seen tweet ids (an LRU window): memory is bounded by ``size`` and
+    every add is O(1) (a hash lookup, a move or an eviction from the ordered end)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
     def add(self, tweet_id: str) -> bool:
         """Remember ``tweet_id``; False when it was already in the window."""

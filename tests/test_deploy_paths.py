@@ -26,6 +26,14 @@ from test_processors_pipeline import (  # the workers' test helpers, shared rath
 from tweetpulse.settings import ProcessorSettings, Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+class _Loader(yaml.SafeLoader):
+    """Reads Compose's custom tags (`!reset`, `!override`) as plain values."""
+
+
+_Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
 LOCAL_URL = re.compile(r"https?://(?:127\.0\.0\.1|localhost|0\.0\.0\.0):(\d+)(/[\w/.-]*)")
 
 registry = processor_tests.registry  # fixtures
@@ -58,7 +66,7 @@ def http_references() -> set[tuple[int, str]]:
         found |= {(int(port), path) for port, path in LOCAL_URL.findall(text)}
         if file.suffix in (".yaml", ".yml"):
             ports: dict[str, int] = {}
-            refs = [ref for doc in yaml.safe_load_all(text) for ref in _walk(doc, ports)]
+            refs = [ref for doc in yaml.load_all(text, Loader=_Loader) for ref in _walk(doc, ports)]
             found |= {(ports[p] if isinstance(p, str) else int(p), path) for p, path in refs}
     return found
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import signal
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from test_processors_pipeline import (  # the workers' test helpers, shared rath
     wait_for_assignment,
 )
 
+from tweetpulse.bench.hostile import HOSTILE
 from tweetpulse.contracts import DeadLetter
 from tweetpulse.kafka import producer_config
 from tweetpulse.settings import Settings
@@ -33,62 +33,6 @@ GRACE_S = 10
 
 registry = processor_tests.registry  # fixtures
 start_worker = processor_tests.start_worker
-
-
-def tweet(**fields: object) -> bytes:
-    return json.dumps({"id": "h1", "text": "a fine tweet", "source": "replay", **fields}).encode()
-
-
-# kind -> (value, the reason its dead letter must give)
-HOSTILE: dict[str, tuple[bytes | None, str]] = {
-    "arrays nested 10k deep": (b'{"text": "x", "a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "too-deep"),
-    "objects nested 5k deep": (b'{"a": ' * 5_000 + b"1" + b"}" * 5_000, "too-deep"),
-    "a 0.9 MiB value": (tweet(text="a" * 900 * 1024), "oversized-message"),
-    "50k rule tags": (tweet(rule_tags=["t"] * 50_000), "oversized-message"),
-    "33 rule tags": (tweet(rule_tags=[f"t{i}" for i in range(33)]), "too-many-tags"),
-    "a 65-character rule tag": (tweet(rule_tags=["t" * 65]), "oversized-field"),
-    "NaN literal": (tweet().replace(b"}", b', "created_at": NaN}'), "invalid-datetime"),
-    "Infinity literal": (tweet().replace(b"}", b', "created_at": Infinity}'), "invalid-datetime"),
-    "1e999999": (tweet().replace(b"}", b', "created_at": 1e999999}'), "invalid-datetime"),
-    "a 5000-digit integer": (
-        tweet().replace(b"}", b', "created_at": ' + b"9" * 5000 + b"}"),
-        "malformed-json",
-    ),
-    "duplicate keys": (b'{"id": "d1", "text": "nice", "text": "evil", "source": "replay"}', "duplicate-key"),
-    "duplicate keys, one escaped": (
-        b'{"id": "d2", "text": "nice", "t\\u0065xt": "evil", "source": "replay"}',
-        "duplicate-key",
-    ),
-    "UTF-8 BOM": (b"\xef\xbb\xbf" + tweet(), "malformed-json"),
-    "lone surrogate": (b'{"id": "s1", "text": "\\ud800", "source": "replay"}', "malformed-json"),
-    "null byte escaped in text": (tweet(text="a\x00b"), "control-characters"),
-    "raw null byte": (b'{"id": "n1", "text": "a\x00b", "source": "replay"}', "malformed-json"),
-    "invalid UTF-8": (b'{"id": "u1", "text": "caf\xe9", "source": "replay"}', "not-utf8"),
-    "empty value": (b"", "empty-message"),
-    "tombstone": (None, "tombstone"),
-    "JSON string": (b'"just a string"', "not-an-object"),
-    "JSON number": (b"42", "not-an-object"),
-    "JSON array": (b'[{"id": "a1", "text": "x", "source": "replay"}]', "not-an-object"),
-    "JSON null": (b"null", "not-an-object"),
-    "malformed JSON": (b'{"id": "m1", "text": "unterminated', "malformed-json"),
-    "id of the wrong type": (tweet(id=5), "wrong-type"),
-    "id with spaces": (tweet(id="a b"), "invalid-format"),
-    "text of the wrong type": (tweet(text=["a", "list"]), "wrong-type"),
-    "text missing": (b'{"id": "x3", "source": "replay"}', "missing-text"),
-    "source missing": (b'{"id": "x3", "text": "hi"}', "missing-source"),
-    "unknown source": (tweet(source="fax"), "invalid-value"),
-    "label of the wrong value": (tweet(label="meh"), "invalid-value"),
-    "rule_tags not a list": (tweet(rule_tags="airlines"), "wrong-type"),
-    "created_at garbage": (tweet(created_at="yesterday"), "invalid-datetime"),
-    "a 4,001-character text": (tweet(text="a" * 4001), "oversized-text"),
-    "whitespace-only text": (tweet(text=" \n\t "), "empty-text"),
-    "zero-width-only text": (tweet(text="\u200b\u200d\ufeff\u2060"), "empty-text"),
-    "schema_version 2": (tweet(schema_version=2), "unsupported-schema-version"),
-    "unknown field": (tweet(extra_field=1), "unknown-field"),
-    "a 65-character id": (tweet(id="i" * 65), "oversized-field"),
-    "a 100-character author_id": (tweet(author_id="1" * 100), "oversized-field"),
-    "lang with a space": (tweet(lang="e n"), "invalid-format"),
-}
 
 
 def test_every_hostile_kind_gets_one_dead_letter_every_valid_tweet_one_result_and_the_worker_survives(

@@ -123,3 +123,18 @@ def test_tweets_are_counted_under_rule_tags_else_hashtags_else_none() -> None:
     assert aggregate_tags(tagged) == ["airlines", "food"]
     assert aggregate_tags(hashtags) == ["food", "yum"]
     assert aggregate_tags(plain) == ["(none)"]
+
+
+def test_window_tags_cap_each_window_and_forget_expired_windows() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tweetpulse.processors.aggregates import OTHER_TAG, WindowTags
+
+    tags = WindowTags(max_tags=3, expires=timedelta(minutes=10))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    admitted = [tags.admit(f"tag{i}", start) for i in range(1000)]
+    assert admitted[:3] == ["tag0", "tag1", "tag2"] and set(admitted[3:]) == {OTHER_TAG}
+    assert tags.admit("tag1", start) == "tag1"  # already counted: keeps its own key
+    for minute in range(1, 120):
+        tags.admit("x", start + timedelta(minutes=minute))
+    assert len(tags) <= 3 + 11  # only the windows of the last 10 minutes are held

@@ -162,3 +162,25 @@ def test_produce_search_once_writes_every_result_with_the_tag(
     assert (summary["delivered"], summary["emitted"], summary["duplicates"]) == (120, 120, 0)
     tweets = [RawTweet.from_bytes(m.value()) for m in consume_all(settings.topics.raw, 120)]
     assert len({t.id for t in tweets}) == 120 and all(t.rule_tags == ["cafe"] for t in tweets)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_bearer_token_never_reaches_stderr_even_at_debug_in_any_escaped_form(fmt: str) -> None:
+    token = 'AAAA%2Bq"uo\\ted=token-ü-0123456789'  # JSON and repr escape it differently from the raw
+    with XApiServer(token) as server:
+        server.add_rules([{"value": "cats", "tag": "pets"}])
+        env = {**os.environ, "TWEETPULSE_TWITTER__BEARER_TOKEN": token, "TWEETPULSE_LOG_LEVEL": "DEBUG",
+               "TWEETPULSE_LOG_FORMAT": fmt, "TWEETPULSE_TWITTER__API_BASE_URL": server.url}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "tweetpulse", "produce", "twitter", "--list-rules"],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert b"Authorization" in done.stderr and b"Bearer ***" in done.stderr  # tweepy dumped the headers
+    forms = {token, json.dumps(token)[1:-1], json.dumps(token, ensure_ascii=False)[1:-1], repr(token)[1:-1]}
+    for part in ('q"uo', "uo\\\\ted", "0123456789"):  # fragments of every form
+        forms.add(part)
+    leaked = [form for form in forms if form.encode() in done.stderr + done.stdout]
+    assert not leaked

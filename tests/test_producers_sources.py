@@ -138,3 +138,33 @@ def test_synthetic_rejects_unknown_topics_and_bad_shares() -> None:
     with pytest.raises(ValueError, match="positive_share"):
         SyntheticTweets(positive_share=1.5)
     assert set(TOPICS) >= {"airlines", "tech", "sports"}
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt", "names"),
+    [
+        (b"", "auto", "empty file"),
+        (b"\n \n", "jsonl", "empty file"),
+        (bytes(range(256)), "auto", "binary file"),
+        (b"hello,world\nfoo,bar\n", "auto", "needs a header with text and label"),
+        (b"text,label,caf\xe9\nok,positive,x\n", "csv", "line 1 is not utf-8 text"),
+        (b'{"text": "a", "label": 1}\n', "tweeteval", "named *_text.txt"),
+    ],
+)
+def test_a_file_that_is_no_tweet_file_is_refused_before_any_record(
+    tmp_path: Path, content: bytes, fmt: str, names: str
+) -> None:
+    from tweetpulse.tweetfiles import TweetFileError, read_labeled
+
+    path = write(tmp_path / "input.data", content)
+    with pytest.raises(TweetFileError, match=re.escape(names)):
+        list(replay_tweets(path, fmt=fmt))
+    with pytest.raises(TweetFileError, match=re.escape(names)):  # training reads through the same check
+        read_labeled(path, fmt=fmt)
+
+
+def test_a_csv_header_with_padded_column_names_is_read(tmp_path: Path) -> None:
+    from tweetpulse.tweetfiles import Record, read_records
+
+    path = write(tmp_path / "padded.csv", "id, Text ,Label\n7,good day,positive\n")
+    assert list(read_records(path)) == [Record("good day", "positive", 2, "7")]

@@ -178,3 +178,11 @@ def test_dedupe_window_forgets_the_oldest_ids() -> None:
     assert seen.add("1") and seen.add("2") and not seen.add("1")
     assert seen.add("3")  # evicts 2, the least recently seen
     assert seen.add("2") and not seen.add("3")
+
+
+def test_dedupe_window_never_holds_more_than_its_size() -> None:
+    seen = xapi.SeenIds(1_000)
+    for n in range(50_000):
+        seen.add(str(n))
+    assert len(seen) == 1_000
+    assert not seen.add("49999") and seen.add("0")  # the newest are kept, the oldest forgotten

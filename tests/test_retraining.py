@@ -461,6 +461,8 @@ def rejected_run(
     shutil.copytree(bootstrap_run[1].root, clean.root)
     production = clean.production()
     settings = gate_settings(module_settings, gate_data["shuffled"], gate_data["val"], root / "work")
+    # A floor under the shuffled model's accuracy, so the comparison with production decides.
+    settings = with_retrain(settings, min_accuracy=0.5)
     # The shuffled model is close to random, so int8 may disagree with fp32 on many near-ties; the
     # export gate would refuse it first. This test is about the accuracy gate, so that one is relaxed.
     overrides = {**TRAIN_OVERRIDES, "int8_max_drop": 1.0}
@@ -484,6 +486,8 @@ def test_gate_keeps_production_when_the_candidate_is_worse(rejected_run) -> None
     decision, clean, production = rejected_run
     assert decision.action == "kept-production", decision.reason
     assert decision.candidate["accuracy"] < decision.production["accuracy"] - decision.tolerance
+    assert decision.candidate["accuracy"] >= 0.5 and "< production" in decision.reason
+    assert decision.gate["production_training_set"] == "recorded"  # the first run recorded its texts
     assert clean.production() == production and decision.new_version is None
     assert clean.versions() == [production]  # the rejected candidate is not published
     logged = decisions(clean.root)[-1]

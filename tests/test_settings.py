@@ -83,3 +83,77 @@ def test_secrets_never_appear_in_repr_or_logs(monkeypatch: pytest.MonkeyPatch, c
     err = capsys.readouterr().err
     assert "s3cr3t-sasl-pw" not in err and "AAAA-bearer-token" not in err
     assert err.count("***") >= 2
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ['pa"ss\\word', "pässwörd-ünïcode", "tab\there'and\"both", "line\nbreak-pw"],
+    ids=["quote-backslash", "non-ascii", "tab-and-quotes", "newline"],
+)
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_secrets_are_redacted_in_their_escaped_forms_too(secret: str, fmt: str, capsys) -> None:
+    import json
+    import logging
+
+    configure_logging("INFO", fmt, [secret])
+    log = logging.getLogger("tweetpulse.test")
+    log.info("raw %s", secret)
+    log.info("in a dict %s", {"password": secret})  # repr-escaped
+    log.info("as JSON %s", json.dumps({"password": secret}))  # JSON-escaped, then escaped again
+    log.info("extra", extra={"password": secret})
+    err = capsys.readouterr().err
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+    }
+    assert not [form for form in forms if form in err]
+    assert err.count("***") >= 4
+
+
+def test_kafka_extra_credentials_count_as_secrets_and_are_redacted(capsys) -> None:
+    extra = {
+        "sasl.oauthbearer.client.secret": "oauth-client-s3cret",
+        "ssl.keystore.password": "keystore-pw-123",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----",
+        "sasl.oauthbearer.config": "principal=svc token=eyJhbGciOi",
+        "socket.timeout.ms": 1000,
+        "client.rack": "rack-1",
+    }
+    s = load_settings(kafka={"extra": extra})
+    assert set(s.secrets()) == {v for k, v in extra.items() if k not in ("socket.timeout.ms", "client.rack")}
+
+    import logging
+
+    configure_logging("INFO", "json", s.secrets())
+    logging.getLogger("tweetpulse.test").info("connecting with %s", s.kafka.confluent_config())
+    err = capsys.readouterr().err
+    assert "oauth-client-s3cret" not in err and "keystore-pw-123" not in err and "MIIEvQ" not in err
+    assert "eyJhbGciOi" not in err
+    assert "rack-1" in err  # only credentials are hidden
+
+
+def test_dashboard_allowed_hosts_are_normalized_and_bad_names_refused_by_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETPULSE_DASHBOARD__ALLOWED_HOSTS", '["Dash.Example.com ", "[::1]"]')
+    assert load_settings().dashboard.allowed_hosts == ["dash.example.com", "::1"]
+    monkeypatch.setenv("TWEETPULSE_DASHBOARD__ALLOWED_HOSTS", '["http://dash.example.com/"]')
+    with pytest.raises(SettingsError, match=r"dashboard.*allowed_hosts"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "field"),
+    [
+        ("TWEETPULSE_DASHBOARD__MAX_CLIENTS", "0", "dashboard.max_clients"),
+        ("TWEETPULSE_TWITTER__DEDUPE_WINDOW", "100000000", "twitter.dedupe_window"),
+    ],
+)
+def test_memory_bounds_are_settings_with_limits(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError, match=field.replace(".", r"\.")):
+        load_settings()

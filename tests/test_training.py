@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tweetpulse.cli import build_parser
-from tweetpulse.registry import ModelRegistry
+from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -48,6 +48,30 @@ def test_published_version_has_every_artifact_file_and_manifest_field(
     assert manifest["outputs"] == ["logits"] and manifest["max_length"] == 64
     assert len(manifest["data_fingerprint"]) == 64 and manifest["preset"] == "fast"
     assert manifest["export"]["max_abs_logit_diff_fp32"] <= manifest["export"]["atol"]
+
+
+def test_published_model_records_exactly_its_training_texts_for_the_retrain_gate(
+    tiny_training_run: TinyTrainingRun, tmp_path: Path
+) -> None:
+    from tweetpulse.retraining.gate import load_baseline
+    from tweetpulse.retraining.lineage import TRAINING_KEYS, rebuild_training_split, text_key
+
+    settings = load_settings()
+    artifact = tiny_training_run.registry.load()  # verifies every checksum, training-keys.txt's too
+    assert TRAINING_KEYS in artifact.manifest["files"]
+    # the split whose fingerprint equals the manifest's: exactly the examples the model trained on
+    train = rebuild_training_split(artifact.manifest, settings)
+    assert train is not None and len(train) == artifact.manifest["metrics"]["train_examples"]
+    expected = {text_key(text) for text, _ in train}
+    recorded = (artifact.path / TRAINING_KEYS).read_text().splitlines()
+    assert recorded == sorted(expected)
+    baseline = load_baseline(tiny_training_run.registry, settings)
+    assert baseline.version == tiny_training_run.version and baseline.problem is None
+    assert baseline.lineage.source == "recorded" and baseline.lineage.keys == frozenset(expected)
+    copy = _copy_registry(tiny_training_run, tmp_path)  # an edited record is refused with the model
+    (copy.path(tiny_training_run.version) / TRAINING_KEYS).write_text("0123456789abcdef\n")
+    with pytest.raises(ArtifactError, match=TRAINING_KEYS):
+        copy.load()
 
 
 def test_onnx_model_scores_validation_texts_with_both_variants(tiny_training_run: TinyTrainingRun) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +77,36 @@ def test_labeled_examples_are_read_from_a_topic_up_to_its_end_skipping_malformed
         load_source(f"kafka:{topic}", settings, cap=3)
         and len(load_source(f"kafka:{topic}", settings, cap=3)) == 3
     )
+
+
+def test_labeled_topic_read_ends_promptly_on_a_transactional_topic(settings: Settings) -> None:
+    topic = settings.topics.labeled  # a fresh topic (three partitions) for this test
+    tx = Producer(settings.kafka.confluent_config(**{"transactional.id": f"test-{uuid.uuid4().hex}"}))
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    committed = [(f"committed tweet {i}", ["negative", "positive"][i % 2]) for i in range(30)]
+    for i, (text, label) in enumerate(committed):
+        tx.produce(topic, key=str(i).encode(), value=json.dumps({"id": str(i), "text": text, "label": label}))
+    tx.commit_transaction(30)  # each partition now ends with a commit marker, which is never delivered
+    started = time.monotonic()
+    examples = read_labeled_topic(settings, topic, timeout=30)
+    assert time.monotonic() - started < 10
+    assert sorted(examples) == sorted(committed)
+    tx.begin_transaction()  # an open transaction is neither waited for nor read
+    for i in range(5):
+        tx.produce(
+            topic,
+            key=f"o{i}".encode(),
+            value=json.dumps({"id": f"o{i}", "text": "open", "label": "positive"}),
+        )
+    tx.flush(30)
+    try:
+        started = time.monotonic()
+        examples = read_labeled_topic(settings, topic, timeout=30)
+        assert time.monotonic() - started < 10
+        assert sorted(examples) == sorted(committed)
+    finally:
+        tx.abort_transaction(30)
 
 
 def test_missing_topic_and_missing_file_are_refused_clearly(settings: Settings) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tweetpulse.contracts import Label
 from tweetpulse.tweetfiles import normalize_label, read_labeled
@@ -106,50 +106,78 @@ def read_labeled_topic(
     """``{id, text, label}`` JSON messages of `topic`, from the beginning up to its end offsets now.
 
     Reads every partition up to the high watermark taken at the start (so a busy topic still ends),
-    or until `max_messages`. Malformed messages are skipped and counted in the log.
+    or until `max_messages`; only committed transactions are read. Malformed messages are skipped
+    and counted in the log.
     """
     from confluent_kafka import Consumer, TopicPartition
 
+    from tweetpulse.retraining.offsets import watermarks
+
     consumer = Consumer(
         settings.kafka.confluent_config(
-            **{"group.id": f"tweetpulse-train-{uuid.uuid4().hex}", "enable.auto.commit": False}
+            **{
+                "group.id": f"tweetpulse-train-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }
         )
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise DataError(f"kafka:{topic}: no such topic")
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        consumer.assign(assignment)
-        return _consume_until(consumer, ends, max_messages, timeout)
+        try:
+            marks = watermarks(consumer, topic, timeout)
+        except ValueError:
+            raise DataError(f"kafka:{topic}: no such topic") from None
+        ends = {p: high for p, (low, high) in marks.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, marks[p][0]) for p in ends])
+        return _consume_until(consumer, topic, ends, max_messages, timeout)
     finally:
         consumer.close()
 
 
-def _consume_until(consumer, ends: dict[int, int], cap: int | None, timeout: float) -> list[Example]:
+def _consume_until(
+    consumer: Any, topic: str, ends: dict[int, int], cap: int | None, timeout: float
+) -> list[Example]:
+    """Examples from every partition up to its end offset in `ends` (or `cap` of them).
+
+    A partition is done at end-of-partition, or once the consumer's position reaches its end: the
+    last message of a committed transaction sits before its commit marker, which takes an offset but
+    is never delivered, so the offset of the last message read never reaches the end offset.
+    """
     import time
+
+    from confluent_kafka import KafkaError
+
+    from tweetpulse.retraining.offsets import drop_reached
 
     examples: list[Example] = []
     skipped = 0
     deadline = time.monotonic() + timeout
     while ends and (cap is None or len(examples) < cap) and time.monotonic() < deadline:
         for msg in consumer.consume(num_messages=500, timeout=0.5):
-            if msg.error() is not None or msg.partition() not in ends:
+            partition = msg.partition()
+            if partition not in ends:
                 continue
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                del ends[msg.partition()]
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    del ends[partition]
+                continue
+            if msg.offset() >= ends[partition]:  # produced after the read started
+                continue
+            if msg.offset() + 1 >= ends[partition]:
+                del ends[partition]
             example = parse_labeled_message(msg.value())
             if example is None:
                 skipped += 1
             elif cap is None or len(examples) < cap:
                 examples.append(example)
             deadline = time.monotonic() + timeout
+        drop_reached(consumer, topic, ends)
+    if ends and (cap is None or len(examples) < cap):
+        log.warning(
+            "labeled topic read stopped before its end offsets",
+            extra={"topic": topic, "timeout_s": timeout, "remaining": dict(ends)},
+        )
     if skipped:
         log.warning("skipped malformed labeled messages", extra={"skipped": skipped})
     return examples

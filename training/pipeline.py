@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tweetpulse.registry import ModelRegistry, announce_production
+from tweetpulse.retraining.lineage import write_training_keys
 from tweetpulse.settings import Settings
 from tweetpulse.training.data import Example, Splits, load_source, make_splits
 from tweetpulse.training.presets import TrainConfig
@@ -81,6 +82,8 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
         result.model, result.tokenizer, splits.val, preset.max_length, work_dir, config
     )
     shutil.copy(curve, folder / curve.name)
+    # Published with the model (the manifest checksums it): the retrain gate never scores it on these.
+    write_training_keys(folder, splits.train)
     metrics = {
         "val_examples": len(splits.val),
         "train_examples": len(splits.train),

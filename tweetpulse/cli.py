@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import sys
 import tomllib
@@ -54,6 +55,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(USER_ERROR_EXIT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le}
+
+
 def number(
     kind: Callable[[str], Any],
     at_least: float | None = None,
@@ -62,22 +66,18 @@ def number(
 ) -> Callable[[str], Any]:
     """An argparse type: ``kind(text)`` within the bounds, else a usage error naming them."""
 
+    bounds = [
+        (op, limit) for op, limit in ((">=", at_least), (">", above), ("<=", at_most)) if limit is not None
+    ]
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if (
-            (at_least is not None and value < at_least)
-            or (above is not None and value <= above)
-            or (at_most is not None and value > at_most)
-        ):
-            bounds = [
-                f">= {at_least:g}" if at_least is not None else "",
-                f"> {above:g}" if above is not None else "",
-            ]
-            bounds.append(f"<= {at_most:g}" if at_most is not None else "")
-            raise argparse.ArgumentTypeError(f"must be {' and '.join(b for b in bounds if b)}, got {text}")
+        if not all(_COMPARE[op](value, limit) for op, limit in bounds):
+            wanted = " and ".join(f"{op} {limit:g}" for op, limit in bounds)
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages

@@ -41,15 +41,13 @@ class TextFormatter(logging.Formatter):
 def secret_forms(secrets: Iterable[str]) -> list[str]:
     """Each secret as it can appear in a line: as is, JSON-escaped (the JSON formatter escapes quotes,
     backslashes, control and non-ASCII characters), escaped twice (a JSON string logged as JSON),
-    repr-escaped (a dict or list logged with %s) and URL-encoded. Longest first, so no form is left
-    half-replaced by a shorter one."""
+    repr-escaped (a dict or list logged with %s; tweepy's DEBUG dump of request headers), URL-encoded,
+    and those JSON-escaped. Longest first, so no form is left half-replaced by a shorter one."""
     forms: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        escaped = [json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]]
-        twice = [json.dumps(form)[1:-1] for form in escaped]
-        forms.update([secret, *escaped, *twice, repr(secret)[1:-1], quote(secret, safe="")])
+    for secret in filter(None, secrets):
+        for form in {secret, repr(secret)[1:-1], quote(secret, safe="")}:
+            once = {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]}
+            forms |= {form, *once, *(json.dumps(f)[1:-1] for f in once)}
     return sorted(forms, key=len, reverse=True)
 
 

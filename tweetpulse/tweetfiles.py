@@ -94,13 +94,15 @@ def check_file(path: str | Path, fmt: Format = "auto", encoding: str = "utf-8") 
     except LookupError:
         raise TweetFileError(f"unknown text encoding {encoding!r}") from None
     head = _head(path)
-    if "\n".encode(encoding) == b"\n" and b"\0" in head:  # NUL never occurs in ASCII-compatible text
+    if "a\n".encode(encoding).endswith(b"a\n") and b"\0" in head:  # never in ASCII-compatible text
         raise TweetFileError(f"{path}: a binary file (NUL bytes), not a text file of tweets")
-    first = head.split(b"\n", 1)[0]
-    try:
-        codecs.getincrementaldecoder(encoding)().decode(first)
+    first, newline, _ = head.partition(b"\n")
+    try:  # a first line longer than the head may end inside a character: only a whole one must decode
+        codecs.getincrementaldecoder(encoding)().decode(first, final=bool(newline))
     except UnicodeDecodeError as exc:
-        raise TweetFileError(f"{path}: line 1 is not {encoding} text ({exc.reason}); try --encoding") from None
+        raise TweetFileError(
+            f"{path}: line 1 is not {encoding} text ({exc.reason}); try --encoding"
+        ) from None
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "tweeteval":
         _check_tweeteval(path)
@@ -114,6 +116,8 @@ def _head(path: Path) -> bytes:
         raise TweetFileError(f"{path}: no such file")
     if path.is_dir():
         raise TweetFileError(f"{path}: a directory, not a file")
+    if not path.is_file():  # a pipe or device: sniffing would eat what the readers need
+        raise TweetFileError(f"{path}: not a regular file")
     try:
         with path.open("rb") as f:
             head = f.read(SNIFF_BYTES)

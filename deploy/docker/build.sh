@@ -68,14 +68,16 @@ kafka_context() {  # the jars deploy/kafka/pom.xml resolves (kafka.sh's cache), 
     log "resolving Apache Kafka $kafka_version from Maven Central into $libs (deploy/kafka/pom.xml)"
     mkdir -p "$libs"
     mvn -q -B -Dstyle.color=never -f "$repo/deploy/kafka/pom.xml" -Dkafka.version="$kafka_version" \
-      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >"$logdir/mvn.log" 2>&1 \
+      || { cat "$logdir/mvn.log" >&2; exit 1; }
   fi
   mkdir -p "$context/libs"
   cp "$here"/kafka/* "$context/"
   cp "$libs"/*.jar "$context/libs/"
   # The command-line tools (the health check's kafka-broker-api-versions.sh), same version.
   (cd "$context" && mvn -q -B -Dstyle.color=never dependency:copy \
-    -Dartifact="org.apache.kafka:kafka-tools:$kafka_version" -DoutputDirectory="$context/libs" >&2)
+    -Dartifact="org.apache.kafka:kafka-tools:$kafka_version" -DoutputDirectory="$context/libs") \
+    >"$logdir/mvn.log" 2>&1 || { cat "$logdir/mvn.log" >&2; exit 1; }
 }
 
 logdir="$(mktemp -d "${TMPDIR:-/tmp}/tweetpulse-build.XXXXXX")"
@@ -101,6 +103,10 @@ for target in "${targets[@]}"; do
     *) log "unknown target $target (producer, processor, processor-gpu, trainer, kafka)"; exit 2 ;;
   esac
 done
+# A rebuild leaves the previous image untagged: drop those of ours (label io.tweetpulse.image), and keep
+# the build cache (layers, pip's downloads) under TWEETPULSE_BUILD_CACHE_KEEP (default 4GB).
+docker image prune -f --filter label=io.tweetpulse.image >/dev/null
+docker builder prune -f --keep-storage "${TWEETPULSE_BUILD_CACHE_KEEP:-4GB}" >/dev/null 2>&1 || true
 for image in "${built[@]}"; do
   docker image inspect -f '{{.Size}}' "$image" | awk -v image="$image" '{printf "%s %.0f MB\n", image, $1 / 1e6}'
 done
