@@ -68,7 +68,11 @@ class PipelineRun:
         self._stack = ExitStack()
 
     def __enter__(self) -> PipelineRun:
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def _start(self) -> None:

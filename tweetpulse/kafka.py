@@ -13,6 +13,11 @@ from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# librdkafka's own log lines go to this logger (through the project's redacting handler) instead of
+# raw to stderr: an unreachable broker would otherwise print a "Connect ... failed" line every ~50 ms.
+# Producer and Consumer pass them on from poll()/flush(); AdminClient only from admin.poll().
+LIBRDKAFKA_LOGGER = "librdkafka"
+
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01", "segment.ms": "60000"}
 
 
@@ -47,8 +52,13 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def client_logger() -> logging.Logger:
+    """The logger confluent-kafka clients log to (their ``logger`` config key)."""
+    return logging.getLogger(LIBRDKAFKA_LOGGER)
+
+
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka.confluent_config())
+    return AdminClient(settings.kafka.confluent_config(), logger=client_logger())
 
 
 def create_topics(
@@ -108,7 +118,8 @@ def describe_topics(settings: Settings, names: list[str], timeout: float = 10.0)
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Durable, throughput-tuned producer defaults; settings.kafka.extra and overrides win."""
+    """Durable, throughput-tuned producer defaults; settings.kafka.extra and overrides win. Holds
+    ``logger`` (librdkafka's logs through Python logging), which confluent-kafka takes from the dict."""
     base = {
         "enable.idempotence": True,
         "acks": "all",
@@ -116,6 +127,13 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 20,
         "batch.size": 256 * 1024,
         "queue.buffering.max.messages": 500_000,
+        "logger": client_logger(),
     }
     conf = settings.kafka.confluent_config()
     return {**base, **conf, **overrides}
+
+
+def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """A confluent-kafka Consumer config: the settings' and ``overrides``, with librdkafka's logs
+    through Python logging (``logger``)."""
+    return {**settings.kafka.confluent_config(**overrides), "logger": client_logger()}

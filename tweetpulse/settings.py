@@ -8,10 +8,12 @@ a TOML config file (``TWEETPULSE_CONFIG`` or ``--config``), then the defaults be
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -295,7 +297,9 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, raising :class:`SettingsError` that names every invalid field."""
+    """Build the settings, raising :class:`SettingsError` in one line that names the problem: every
+    invalid field, a config file that is missing, unreadable or not TOML (UTF-8), or an environment
+    value that cannot be parsed (a list or dict that is not JSON)."""
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file)
     try:
@@ -305,6 +309,14 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {os.environ.get(CONFIG_ENV)}: not valid TOML: {exc}") from None
+    except pydantic_settings.SettingsError as exc:  # e.g. TWEETPULSE_KAFKA__EXTRA=notjson
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise SettingsError(f"invalid settings: {exc}{cause}") from None
+    except OSError as exc:  # the config file exists but cannot be read (permissions, a directory race)
+        name = exc.filename or os.environ.get(CONFIG_ENV)
+        raise SettingsError(f"config file {name}: {exc.strerror or exc}") from None
 
 
 @lru_cache(maxsize=1)
