@@ -194,8 +194,8 @@ def one_worker(
         if writes:
             figures["writes_per_tweet"] = report["pipeline"]["writes"]["writes_per_tweet"]
     if writes:
-        # 100 tweets/s, or a quarter of what this host's pipeline does if that is less (a busy host)
-        rate = min(LOW_LOAD_RATE, figures.get("pipeline_tps", 4 * LOW_LOAD_RATE) / 4)
+        # 100 tweets/s, or half of what this host's pipeline does if that is less (a busy host)
+        rate = min(LOW_LOAD_RATE, figures.get("pipeline_tps", 2 * LOW_LOAD_RATE) / 2)
         report["low_load"] = run.low_load(take(texts, max(2, int(rate * opts.low_load_s))), rate)
         figures["writes_per_tweet_low_load"] = report["low_load"]["writes"]["writes_per_tweet"]
     if "hostile" not in opts.skip:

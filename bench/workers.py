@@ -149,9 +149,11 @@ def stop_all(workers: Iterable[WorkerProcess], timeout: float = 30) -> None:
             try:
                 worker.proc.wait(max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
-                pass
+                worker.kill()
     finally:
-        pass
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.kill()
 
 
 def wait_until_assigned(workers: list[WorkerProcess], partitions: int, timeout: float = 180) -> float:

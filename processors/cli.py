@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from tweetpulse.settings import Settings
+from pydantic import ValidationError
+
+from tweetpulse.cli import number
+from tweetpulse.settings import ProcessorSettings, Settings, SettingsError
 
 
 def register(subparsers: Any) -> None:
@@ -58,8 +60,15 @@ def register(subparsers: Any) -> None:
         "classified tweet, with a running count per label every --every results. Ctrl-C stops.",
     )
     watch.add_argument("--from-beginning", action="store_true", help="start at the oldest result")
-    watch.add_argument("--every", type=int, default=20, help="print the counts every N results (default 20)")
-    watch.add_argument("--limit", type=int, default=None, help="stop after N results (default: never)")
+    watch.add_argument(
+        "--every",
+        type=number(int, at_least=1),
+        default=20,
+        help="print the counts every N results (default 20)",
+    )
+    watch.add_argument(
+        "--limit", type=number(int, at_least=1), default=None, help="stop after N results (default: never)"
+    )
     watch.set_defaults(handler=_watch)
 
     demo = subparsers.add_parser(
@@ -70,7 +79,12 @@ def register(subparsers: Any) -> None:
         "classified tweets with running counts. Ctrl-C stops the producer, then the worker, cleanly. "
         "Child logs go to ~/.local/state/tweetpulse/demo/.",
     )
-    demo.add_argument("--rate", type=float, default=50.0, help="synthetic tweets per second (default 50)")
+    demo.add_argument(
+        "--rate",
+        type=number(float, above=0),
+        default=50.0,
+        help="synthetic tweets per second (default 50)",
+    )
     demo.set_defaults(handler=_demo)
 
 
@@ -90,18 +104,35 @@ OVERRIDES = {
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
     from tweetpulse.processors.app import run_worker
-    from tweetpulse.registry import ArtifactError
-    from tweetpulse.settings import ProcessorSettings, SettingsError
 
+    return run_worker(with_overrides(args, settings))
+
+
+def with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the command-line overrides of processor.*; a bad value is a SettingsError in
+    one line naming the option and the field."""
     changes = {
         field: getattr(args, arg) for arg, field in OVERRIDES.items() if getattr(args, arg) is not None
     }
     try:
         processor = ProcessorSettings.model_validate({**settings.processor.model_dump(), **changes})
-        return run_worker(settings.model_copy(update={"processor": processor}))
-    except (ArtifactError, SettingsError, ValueError) as exc:
-        print(f"tweetpulse process: {exc}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {_describe(exc, changes)}") from None
+    return settings.model_copy(update={"processor": processor})
+
+
+def _describe(exc: ValidationError, changes: dict[str, Any]) -> str:
+    """``--batch-size (processor.batch_size): Input should be ...; ...``, one line."""
+    options = {field: "--" + arg.replace("_", "-") for arg, field in OVERRIDES.items()}
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = ".".join(str(p) for p in err["loc"])
+        name = f"processor.{where}" if where else "processor"
+        if field in changes:
+            name = f"{options[field]} ({name})"
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:

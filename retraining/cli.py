@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tweetpulse.cli import CommandError
 from tweetpulse.settings import RetrainSettings, Settings, SettingsError
+from tweetpulse.training.presets import PRESETS  # torch-free
 
 # CLI option -> RetrainSettings field
 OVERRIDES = {
@@ -66,7 +69,11 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the fixed validation file of the gate (retrain.val_file; default a seeded hold-out of the base data)",
     )
-    p.add_argument("--preset", help="training preset: seed, fast or best (retrain.preset; default fast)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="training preset (retrain.preset; default fast)",
+    )
     p.add_argument("--max-steps", type=int, help="cap on training steps (retrain.max_steps)")
     p.add_argument(
         "--max-base-samples", type=int, help="base examples used per run (retrain.max_base_samples)"
@@ -85,27 +92,55 @@ def register(subparsers: Any) -> None:
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        settings = _with_overrides(args, settings)
-        if args.every is None and not args.on_drift:
-            return _one_run(settings)
-        return _scheduled(args, settings)
-    except (SettingsError, ValueError) as exc:
-        print(f"tweetpulse retrain: {exc}", file=sys.stderr)
-        return 2
+    """Bad options, settings or files are refused before any run starts (one line, exit 2)."""
+    settings = _with_overrides(args, settings)
+    _check_inputs(settings.retrain)
+    if args.every is None and not args.on_drift:
+        return _one_run(settings)
+    return _scheduled(args, settings)
 
 
 def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    from pydantic import ValidationError
-
     changes = {
         field: getattr(args, arg) for arg, field in OVERRIDES.items() if getattr(args, arg) is not None
     }
     try:
         conf = RetrainSettings.model_validate({**settings.retrain.model_dump(), **changes})
     except ValidationError as exc:
-        raise SettingsError(str(exc)) from None
+        raise SettingsError(f"invalid settings: {_describe(exc, changes)}") from None
     return settings.model_copy(update={"retrain": conf})
+
+
+def _describe(exc: ValidationError, changes: dict[str, Any]) -> str:
+    """``--tolerance (retrain.tolerance): Input should be ...; ...``, one line."""
+    options = {field: "--" + arg.replace("_", "-") for arg, field in OVERRIDES.items()}
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = ".".join(str(p) for p in err["loc"])
+        name = f"retrain.{where}" if where else "retrain"
+        if field in changes:
+            name = f"{options[field]} ({name})"
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _check_inputs(conf: RetrainSettings) -> None:
+    """What would only fail inside a run (logged as a failed decision): the preset, the gate file and
+    the base data specs, from the options or the settings alike."""
+    from tweetpulse.training.cli import check_sources  # torch-free
+
+    check_sources(list(conf.base_data))
+    if conf.preset not in PRESETS:
+        raise SettingsError(
+            f"retrain.preset: unknown preset {conf.preset!r}: expected one of {', '.join(PRESETS)}"
+        )
+    if conf.val_file is not None:
+        val = conf.val_file.expanduser()
+        if not val.exists():
+            raise CommandError(f"{conf.val_file}: no such validation file (--val, retrain.val_file)")
+        if not val.is_file():
+            raise CommandError(f"{conf.val_file}: a directory, not a file (--val, retrain.val_file)")
 
 
 def _one_run(settings: Settings) -> int:
@@ -119,7 +154,10 @@ def _one_run(settings: Settings) -> int:
 def _scheduled(args: argparse.Namespace, settings: Settings) -> int:
     from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
 
-    every = parse_duration(args.every) if args.every else None
+    try:
+        every = parse_duration(args.every) if args.every else None
+    except ValueError as exc:  # invalid duration '5q': expected e.g. 90s, ...
+        raise CommandError(str(exc)) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -124,24 +124,46 @@ CASES: dict[str, Case] = {
     "models-promote-without-version": Case(["models", "promote"], "needs a VERSION", exit=1),
     "process-without-model": Case(["process"], "no production model"),
     "process-bad-provider": Case(["process", "--provider", "tpu"], "invalid choice"),
+    "process-zero-batch": Case(["process", "--batch-size", "0"], "--batch-size (processor.batch_size)"),
+    "process-bad-app-id": Case(["process", "--app-id", "a b"], "processor.app_id"),
+    "watch-zero-every": Case(["watch", "--every", "0"], "--every: must be >= 1"),
+    "watch-zero-limit": Case(["watch", "--limit", "0"], "--limit: must be >= 1"),
+    "demo-zero-rate": Case(["demo", "--rate", "0"], "--rate: must be > 0"),
     "evaluate-not-a-model-folder": Case(
         ["evaluate", "--data", "{tmp}/good.jsonl", "--model", "{tmp}/folder"], "no manifest.json", exit=1
     ),
     "bench-not-a-model-folder": Case(["bench", "--model", "{tmp}/folder", "--quick"], "no manifest.json"),
     "retrain-bad-duration": Case(["retrain", "--every", "5q"], "invalid duration"),
-    "watch-every-not-a-number": Case(["watch", "--every", "x"], "invalid int value"),
-    "train-missing-data-file": Case(["train", "--data", "{tmp}/absent.jsonl"], "no such data file", exit=1),
-}
-
-# Found by this test in files of other roles; each passes once its CLI reports the error in one line.
-KNOWN_BAD = {
-    "process-zero-batch": (
-        Case(["process", "--batch-size", "0"], "batch_size"),
-        "processors/cli.py prints the pydantic ValidationError (several lines)",
+    "retrain-tolerance-above-one": Case(["retrain", "--tolerance", "5"], "--tolerance (retrain.tolerance)"),
+    "retrain-missing-val-file": Case(
+        ["retrain", "--val", "{tmp}/absent.jsonl"], "absent.jsonl: no such validation file"
     ),
-    "retrain-tolerance-above-one": (
-        Case(["retrain", "--tolerance", "5"], "tolerance"),
-        "retraining/cli.py prints the pydantic ValidationError (several lines)",
+    "retrain-val-directory": Case(["retrain", "--val", "{tmp}/folder"], "a directory, not a file"),
+    "retrain-unknown-preset": Case(["retrain", "--preset", "nope"], "invalid choice: 'nope'"),
+    "retrain-unknown-preset-setting": Case(
+        ["retrain"], "retrain.preset: unknown preset 'nope'", env={"TWEETPULSE_RETRAIN__PRESET": "nope"}
+    ),
+    "retrain-missing-data-file": Case(["retrain", "--data", "{tmp}/absent.jsonl"], "no such data file"),
+    "retrain-empty-hf-spec": Case(["retrain", "--data", "hf:"], "no dataset name"),
+    "watch-every-not-a-number": Case(["watch", "--every", "x"], "invalid int value"),
+    "train-missing-data-file": Case(["train", "--data", "{tmp}/absent.jsonl"], "no such data file"),
+    "train-missing-val-file": Case(["train", "--val", "{tmp}/absent.jsonl"], "no such data file"),
+    "train-empty-data-file": Case(["train", "--data", "{tmp}/empty.jsonl"], "empty file"),
+    "train-empty-hf-spec": Case(["train", "--data", "hf:"], "hf:: no dataset name"),
+    "train-hf-empty-split": Case(["train", "--data", "hf:tweet_eval:"], "empty split"),
+    "train-hf-malformed-name": Case(["train", "--data", "hf:a b"], "not a Hugging Face dataset name"),
+    "train-zero-batch": Case(["train", "--batch-size", "0"], "--batch-size: must be >= 1"),
+    "train-val-fraction-above-half": Case(["train", "--val-fraction", "2"], "--val-fraction: must be > 0"),
+    "export-empty-hf-spec": Case(
+        ["export", "--adapter", "{tmp}/folder", "--val", "hf:", "--output", "{tmp}/out"], "no dataset name"
+    ),
+    "evaluate-missing-data-file": Case(
+        ["evaluate", "--data", "{tmp}/absent.jsonl", "--model", "{tmp}/folder"], "no such data file"
+    ),
+    "topics-unreachable-broker": Case(
+        ["topics", "list"],
+        "Kafka: Failed to get metadata",
+        env={"TWEETPULSE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:{closed_port}"},
     ),
 }
 
@@ -215,24 +237,35 @@ def test_bad_input_ends_with_one_line_naming_the_problem_and_a_nonzero_exit(
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("config", "env", "names"),
     [
-        pytest.param(name, marks=pytest.mark.xfail(reason=why, strict=True))
-        for name, (_, why) in KNOWN_BAD.items()
+        ("bad.toml", {}, "bad.toml: not valid TOML: Expected ']'"),
+        ("garbage.bin", {}, "garbage.bin: not valid TOML"),
+        (None, {"TWEETPULSE_KAFKA__EXTRA": "notjson"}, 'error parsing value for field "kafka"'),
     ],
 )
-def test_known_multiline_errors_of_other_roles(name: str, files: Path, ports: dict[str, str]) -> None:
-    case = KNOWN_BAD[name][0]
-    check(case, run_cli(case, files, ports), files, ports)
-
-
-def test_an_unreachable_broker_ends_with_one_line_of_ours_after_librdkafka_logs(
-    files: Path, ports: dict[str, str]
+def test_load_settings_itself_raises_one_line_settings_errors(
+    config: str | None, env: dict[str, str], names: str, files: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    case = Case(
-        ["topics", "list"],
-        "Kafka: Failed to get metadata",
-        env={"TWEETPULSE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:{closed_port}"},
-        only_line=False,  # librdkafka prints its own connection errors to stderr
-    )
-    check(case, run_cli(case, files, ports), files, ports)
+    """Direct callers, not only the CLI, get SettingsError for a broken config file or environment."""
+    from tweetpulse.settings import CONFIG_ENV, SettingsError, load_settings
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    if config:
+        monkeypatch.setenv(CONFIG_ENV, str(files / config))  # restored afterwards, unlike load_settings(path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert names in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_librdkafka_logs_go_through_python_logging() -> None:
+    """The clients get a Python logger, so librdkafka does not print raw lines to stderr."""
+    from tweetpulse.kafka import admin_client, consumer_config, producer_config
+    from tweetpulse.settings import load_settings
+
+    settings = load_settings()
+    assert producer_config(settings)["logger"].name == "librdkafka"
+    assert consumer_config(settings, **{"group.id": "g"})["logger"].name == "librdkafka"
+    admin_client(settings)  # AdminClient accepts logger=

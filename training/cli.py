@@ -7,9 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from tweetpulse.cli import number
 from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.settings import Settings
 from tweetpulse.training.presets import PRESETS, TrainConfig
+from tweetpulse.tweetfiles import TweetFileError
+
+POSITIVE_INT = number(int, at_least=1)
 
 DATA_HELP = (
     "training data, one or more: a JSONL/CSV/sentiment140/tweeteval file (formats of "
@@ -43,13 +47,13 @@ def _add_publishing(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--int8-max-drop",
-        type=float,
+        type=number(float, at_least=0, at_most=1),
         default=0.01,
         help="refuse to publish if int8 accuracy is more than this below fp32 (default 0.01 = 1 point)",
     )
     parser.add_argument(
         "--parity-atol",
-        type=float,
+        type=number(float, above=0),
         default=1e-3,
         help="refuse to publish if ONNX fp32 logits differ from PyTorch by more than this (default 1e-3)",
     )
@@ -80,13 +84,22 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--val", metavar="SOURCE", help="validation data (same forms as --data); default: a seeded split"
     )
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="held-out share without --val")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="training recipe")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument(
-        "--max-samples", type=int, help="use at most this many training examples (default: the preset's cap)"
+        "--val-fraction",
+        type=number(float, above=0, at_most=0.5),
+        default=0.1,
+        help="held-out share without --val",
     )
-    parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="training recipe")
+    parser.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--max-samples",
+        type=POSITIVE_INT,
+        help="use at most this many training examples (default: the preset's cap)",
+    )
+    parser.add_argument(
+        "--max-val-samples", type=POSITIVE_INT, help="use at most this many validation examples"
+    )
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -98,11 +111,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "--target-modules", nargs="+", help="LoRA target modules (default: resolved per architecture)"
     )
     for flag, kind, field in (
-        ("--lora-r", int, "r"),
-        ("--learning-rate", float, "learning_rate"),
-        ("--batch-size", int, "batch_size"),
-        ("--epochs", float, "epochs"),
-        ("--max-length", int, "max_length"),
+        ("--lora-r", POSITIVE_INT, "r"),
+        ("--learning-rate", number(float, above=0), "learning_rate"),
+        ("--batch-size", POSITIVE_INT, "batch_size"),
+        ("--epochs", number(float, above=0), "epochs"),
+        ("--max-length", POSITIVE_INT, "max_length"),
     ):
         parser.add_argument(flag, type=kind, dest=f"override_{field}", help=f"override the preset's {field}")
     parser.add_argument(
@@ -128,8 +141,12 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
         "--base", help="the base the adapter was trained on (default: the one its adapter_config.json names)"
     )
     parser.add_argument("--val", required=True, metavar="SOURCE", help="validation data for the gates")
-    parser.add_argument("--max-val-samples", type=int, help="use at most this many validation examples")
-    parser.add_argument("--max-length", type=int, default=128, help="token limit recorded for serving")
+    parser.add_argument(
+        "--max-val-samples", type=POSITIVE_INT, help="use at most this many validation examples"
+    )
+    parser.add_argument(
+        "--max-length", type=POSITIVE_INT, default=128, help="token limit recorded for serving"
+    )
     parser.add_argument("--output", type=Path, required=True, help="work folder (the export lands in it)")
     _add_publishing(parser)
     parser.set_defaults(handler=_export)
@@ -148,7 +165,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variant", choices=["int8", "fp32"], default="int8", help="which ONNX graph (default int8)"
     )
-    parser.add_argument("--max-samples", type=int, help="score only the first N examples")
+    parser.add_argument("--max-samples", type=POSITIVE_INT, help="score only the first N examples")
     parser.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
     parser.add_argument("--json", action="store_true", help="print one JSON object (accuracy, macro_f1, ...)")
     _add_registry(parser)
@@ -181,7 +198,21 @@ def _config(args: argparse.Namespace, settings: Settings) -> TrainConfig:
     )
 
 
+def check_sources(specs: list[str | None]) -> None:
+    """Refuse a malformed hf: spec or a missing data file before the slow training imports (the same
+    DataError load_source would raise once they are done)."""
+    from tweetpulse.training.data import DataError, parse_hf_spec
+
+    for spec in filter(None, specs):
+        if spec.startswith("hf:"):
+            parse_hf_spec(spec[3:])
+        elif spec != "builtin" and not spec.startswith("kafka:") and not Path(spec).expanduser().is_file():
+            raise DataError(f"{spec}: no such data file (or use builtin, hf:NAME, kafka:TOPIC)")
+
+
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    check_sources([*args.data, args.val])
+
     from tweetpulse.training.data import DataError
     from tweetpulse.training.pipeline import train_and_publish
 
@@ -189,7 +220,9 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         config = _config(args, settings)
         config.resolved_preset()
         version = train_and_publish(config, settings)
-    except (ArtifactError, DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (DataError, TweetFileError):
+        raise  # bad data input: one line and exit 2 (tweetpulse.cli.run_command)
+    except (ArtifactError, ValueError, FileNotFoundError, RuntimeError) as exc:  # the run failed
         print(f"tweetpulse train: {exc}", file=sys.stderr)
         return 1
     print(version or f"exported to {args.output or 'a temporary folder'} (not published)")
@@ -197,6 +230,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    check_sources([args.val])
+
     from tweetpulse.training.data import DataError, load_source, make_splits
     from tweetpulse.training.pipeline import export_adapter
 
@@ -205,7 +240,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         val = load_source(args.val, settings)
         val = make_splits(val, val, seed=config.seed, max_val=args.max_val_samples).val
         folder, version = export_adapter(args.adapter, val, args.max_length, config, settings, args.output)
-    except (ArtifactError, DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (DataError, TweetFileError):
+        raise  # bad data input: one line and exit 2 (tweetpulse.cli.run_command)
+    except (ArtifactError, ValueError, FileNotFoundError, RuntimeError) as exc:  # the export failed
         print(f"tweetpulse export: {exc}", file=sys.stderr)
         return 1
     print(version or folder)
@@ -213,15 +250,18 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from tweetpulse.training.data import DataError
     from tweetpulse.training.evaluate import evaluate_artifact, format_report, plot_confusion, resolve_model
     from tweetpulse.tweetfiles import read_labeled
 
     try:
-        artifact = resolve_model(args.model, ModelRegistry(args.registry or settings.registry.root))
         if not Path(args.data).is_file():
-            raise FileNotFoundError(f"{args.data}: no such data file")
+            raise DataError(f"{args.data}: no such data file")
+        artifact = resolve_model(args.model, ModelRegistry(args.registry or settings.registry.root))
         examples = read_labeled(args.data)[: args.max_samples]
         report = evaluate_artifact(artifact, examples, args.variant)
+    except (DataError, TweetFileError):
+        raise  # bad data input: one line and exit 2 (tweetpulse.cli.run_command)
     except (ArtifactError, ValueError, FileNotFoundError) as exc:
         print(f"tweetpulse evaluate: {exc}", file=sys.stderr)
         return 1

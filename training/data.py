@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ _HF_DATASETS: dict[str, tuple[str | None, str, str, dict[int, Label | None]]] = 
     "sentiment140": (None, "text", "sentiment", {0: "negative", 2: None, 4: "positive"}),
     "stanfordnlp/sentiment140": (None, "text", "sentiment", {0: "negative", 2: None, 4: "positive"}),
 }
+# hf:NAME[:SPLIT]: NAME a Hub dataset id (NAME or OWNER/NAME), SPLIT a datasets split expression
+# (train, test, train[:10%], train+validation).
+_HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_HF_SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+%:\[\]-]*")
 
 
 class DataError(ValueError):
@@ -84,13 +89,30 @@ def load_source(spec: str, settings: Settings | None = None, cap: int | None = N
     return examples
 
 
+def parse_hf_spec(spec: str) -> tuple[str, str]:
+    """``NAME[:SPLIT]`` (what follows ``hf:``) as (name, split), the split ``train`` when not given;
+    :class:`DataError` naming the problem for an empty or malformed one."""
+    name, colon, split = spec.partition(":")
+    usage = "expected hf:NAME[:SPLIT], e.g. hf:tweet_eval or hf:stanfordnlp/sentiment140:test"
+    if not name:
+        raise DataError(f"hf:{spec}: no dataset name ({usage})")
+    if not _HF_NAME.fullmatch(name):
+        raise DataError(f"hf:{spec}: {name!r} is not a Hugging Face dataset name ({usage})")
+    if colon and not split:
+        raise DataError(f"hf:{spec}: empty split after ':' ({usage})")
+    if split and not _HF_SPLIT.fullmatch(split):
+        raise DataError(f"hf:{spec}: {split!r} is not a dataset split ({usage})")
+    return name, split or "train"
+
+
 def load_hf(name: str) -> list[Example]:
     """A Hugging Face dataset (needs internet): ``tweet_eval`` (sentiment) or ``sentiment140``."""
+    name, split = parse_hf_spec(name)  # before the slow import, which a bad spec does not need
+
     import datasets  # optional and slow to import
 
-    name, _, split = name.partition(":")
     config, text_col, label_col, mapping = _HF_DATASETS.get(name, (None, "text", "label", {}))
-    dataset = datasets.load_dataset(name, config, split=split or "train")
+    dataset = datasets.load_dataset(name, config, split=split)
     examples: list[Example] = []
     for row in dataset:
         raw = row[label_col]

@@ -30,7 +30,8 @@ class SettingsError(ValueError):
 
 
 class KafkaSettings(BaseModel):
-    """How every role connects to Kafka. ``extra`` is passed through to confluent-kafka as is."""
+    """How every role connects to Kafka. ``extra`` is passed through to confluent-kafka as is; the Faust
+    processor derives its options from ``confluent_config()`` (processors/brokers.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
