@@ -121,6 +121,6 @@ def test_train_command_names_a_bad_data_source_and_exits_nonzero(
 ) -> None:
     argv = ["train", "--data", str(tmp_path / "absent.jsonl"), "--registry", str(tmp_path / "reg")]
     args = build_parser().parse_args(argv)
-    with pytest.raises(DataError, match="absent.jsonl: no such data file"):  # the CLI makes it one line
+    with pytest.raises(DataError, match=r"absent\.jsonl: no such data file"):  # the CLI makes it one line
         args.handler(args, load_settings())
     assert not (tmp_path / "reg").exists()
