@@ -29,4 +29,3 @@ class WindowTags:
     def __len__(self) -> int:
         """Tags held over all open windows."""
         return sum(len(tags) for tags in self._windows.values())
-
