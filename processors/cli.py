@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pydantic import ValidationError
-
-from tweetpulse.cli import number
-from tweetpulse.settings import ProcessorSettings, Settings, SettingsError
+from tweetpulse.cli import number, with_overrides
+from tweetpulse.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -105,34 +103,7 @@ OVERRIDES = {
 def _process(args: argparse.Namespace, settings: Settings) -> int:
     from tweetpulse.processors.app import run_worker
 
-    return run_worker(with_overrides(args, settings))
-
-
-def with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    """The settings with the command-line overrides of processor.*; a bad value is a SettingsError in
-    one line naming the option and the field."""
-    changes = {
-        field: getattr(args, arg) for arg, field in OVERRIDES.items() if getattr(args, arg) is not None
-    }
-    try:
-        processor = ProcessorSettings.model_validate({**settings.processor.model_dump(), **changes})
-    except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {_describe(exc, changes)}") from None
-    return settings.model_copy(update={"processor": processor})
-
-
-def _describe(exc: ValidationError, changes: dict[str, Any]) -> str:
-    """``--batch-size (processor.batch_size): Input should be ...; ...``, one line."""
-    options = {field: "--" + arg.replace("_", "-") for arg, field in OVERRIDES.items()}
-    parts = []
-    for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else ""
-        where = ".".join(str(p) for p in err["loc"])
-        name = f"processor.{where}" if where else "processor"
-        if field in changes:
-            name = f"{options[field]} ({name})"
-        parts.append(f"{name}: {err['msg']}")
-    return "; ".join(parts)
+    return run_worker(with_overrides(args, settings, "processor", OVERRIDES))
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:

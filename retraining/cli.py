@@ -9,9 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tweetpulse.cli import CommandError
+from tweetpulse.cli import CommandError, with_overrides
 from tweetpulse.settings import RetrainSettings, Settings, SettingsError
 from tweetpulse.training.presets import PRESETS  # torch-free
 
@@ -93,36 +91,11 @@ def register(subparsers: Any) -> None:
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     """Bad options, settings or files are refused before any run starts (one line, exit 2)."""
-    settings = _with_overrides(args, settings)
+    settings = with_overrides(args, settings, "retrain", OVERRIDES)
     _check_inputs(settings.retrain)
     if args.every is None and not args.on_drift:
         return _one_run(settings)
     return _scheduled(args, settings)
-
-
-def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    changes = {
-        field: getattr(args, arg) for arg, field in OVERRIDES.items() if getattr(args, arg) is not None
-    }
-    try:
-        conf = RetrainSettings.model_validate({**settings.retrain.model_dump(), **changes})
-    except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {_describe(exc, changes)}") from None
-    return settings.model_copy(update={"retrain": conf})
-
-
-def _describe(exc: ValidationError, changes: dict[str, Any]) -> str:
-    """``--tolerance (retrain.tolerance): Input should be ...; ...``, one line."""
-    options = {field: "--" + arg.replace("_", "-") for arg, field in OVERRIDES.items()}
-    parts = []
-    for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else ""
-        where = ".".join(str(p) for p in err["loc"])
-        name = f"retrain.{where}" if where else "retrain"
-        if field in changes:
-            name = f"{options[field]} ({name})"
-        parts.append(f"{name}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def _check_inputs(conf: RetrainSettings) -> None:

@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+import pydantic
 import pydantic_settings
 from confluent_kafka import KafkaException
 
@@ -82,6 +83,30 @@ def number(
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
     return parse
+
+
+def with_overrides(
+    args: argparse.Namespace, settings: Settings, section: str, overrides: dict[str, str]
+) -> Settings:
+    """`settings` with the command-line options in `overrides` (option dest -> field of `section`)
+    applied to that section; a bad value is a SettingsError in one line naming the option and field."""
+    current = getattr(settings, section)
+    changes = {
+        field: getattr(args, dest) for dest, field in overrides.items() if getattr(args, dest) is not None
+    }
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **changes})
+    except pydantic.ValidationError as exc:
+        options = {field: "--" + dest.replace("_", "-") for dest, field in overrides.items()}
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            name = f"{section}.{where}" if where else section
+            field = str(err["loc"][0]) if err["loc"] else ""
+            parts.append(f"{options[field]} ({name})" if field in changes else name)
+            parts[-1] += f": {err['msg']}"
+        raise SettingsError(f"invalid settings: {'; '.join(parts)}") from None
+    return settings.model_copy(update={section: updated})
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
