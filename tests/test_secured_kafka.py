@@ -43,6 +43,7 @@ PASSWORD = f"pw-{uuid.uuid4().hex}"  # must never appear in any output
 WRONG_PASSWORD = f"wrong-{uuid.uuid4().hex}"
 TWEETS = 120
 REFUSAL_BOUND_S = 60  # a refused login ends the command within this, never a hang
+LIBRDKAFKA_REFUSAL_S = 30  # topics and produce: librdkafka's error_cb ends them at the first refusal
 WORKER_TUNING = {
     "TWEETPULSE_PROCESSOR__PROVIDER": "cpu",
     "TWEETPULSE_PROCESSOR__ORT_THREADS": "1",
@@ -456,26 +457,29 @@ def test_the_password_appears_in_no_output(pipeline: Pipeline, broker: Broker, w
 
 # -- refusals ----------------------------------------------------------------------------------------
 
-PRODUCE_HANGS = (
-    "librdkafka retries a refused SASL login until message.timeout.ms (5 min) and producers/sink.py's "
-    "flush loop waits it out; the authentication error reaches only error_cb, which nothing sets"
-)
-TOPICS_VAGUE = (
-    "tweetpulse/kafka.py's admin calls wait out list_topics (30 s) and report librdkafka's "
-    "'Broker transport failure'; the authentication error only reaches an error_cb served by admin.poll()"
-)
+
+def refused_run(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``tweetpulse ARGV`` expected to fail: the run and its seconds, failing the test if it hangs."""
+    started = time.monotonic()
+    try:
+        done = run(argv, env, timeout=REFUSAL_BOUND_S)
+    except subprocess.TimeoutExpired as hung:
+        output = "".join(
+            o.decode(errors="replace") if isinstance(o, bytes) else o or ""
+            for o in (hung.stdout, hung.stderr)
+        )
+        assert WRONG_PASSWORD not in output and PASSWORD not in output
+        pytest.fail(f"tweetpulse {' '.join(argv)} still ran after {REFUSAL_BOUND_S}s: {output[-3000:]}")
+    output = done.stdout + done.stderr
+    assert WRONG_PASSWORD not in output and PASSWORD not in output
+    assert "Traceback" not in output, output[-3000:]
+    assert done.returncode != 0 and done.stderr.strip(), output[-3000:]
+    return done, time.monotonic() - started
 
 
 @pytest.mark.parametrize(
     "argv",
-    [
-        pytest.param(["topics", "create"], marks=pytest.mark.xfail(reason=TOPICS_VAGUE, strict=True)),
-        pytest.param(
-            ["produce", "synthetic", "--count", "5"],
-            marks=pytest.mark.xfail(reason=PRODUCE_HANGS, strict=True),
-        ),
-        ["process"],
-    ],
+    [["topics", "create"], ["produce", "synthetic", "--count", "5"], ["process"]],
     ids=["topics", "produce", "process"],
 )
 def test_a_wrong_password_is_refused_in_one_line_without_hanging(
@@ -487,25 +491,40 @@ def test_a_wrong_password_is_refused_in_one_line_without_hanging(
         "TWEETPULSE_LOG_LEVEL": "WARNING",
         **WORKER_TUNING,
     }
-    started = time.monotonic()
-    try:
-        done = run(argv, env, timeout=REFUSAL_BOUND_S)
-    except subprocess.TimeoutExpired as hung:
-        output = "".join(
-            o.decode(errors="replace") if isinstance(o, bytes) else o or ""
-            for o in (hung.stdout, hung.stderr)
-        )
-        assert WRONG_PASSWORD not in output and PASSWORD not in output
-        pytest.fail(f"tweetpulse {' '.join(argv)} still ran after {REFUSAL_BOUND_S}s with a wrong password")
-    elapsed = time.monotonic() - started
-    output = done.stdout + done.stderr
+    done, elapsed = refused_run(argv, env)
     lines = done.stderr.strip().splitlines()
-    assert WRONG_PASSWORD not in output and PASSWORD not in output
-    assert "Traceback" not in output, output[-3000:]
-    assert done.returncode != 0 and lines, output[-3000:]
     assert lines[-1].startswith(f"tweetpulse {argv[0]}"), lines[-1]
     assert "authentication" in lines[-1].lower() and USER in lines[-1], lines[-1]
+    if argv[0] != "process":  # librdkafka's clients: the error_cb of tweetpulse/kafka.py
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]  # no FAIL log per retry
+        assert "check kafka.sasl_username / kafka.sasl_password" in lines[0], lines[0]
+        assert not done.stdout.strip(), done.stdout  # produce: no summary, nothing was delivered
+        assert elapsed < LIBRDKAFKA_REFUSAL_S, f"refused after {elapsed:.1f}s"
     assert elapsed < REFUSAL_BOUND_S
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["topics", "list"], {"TWEETPULSE_KAFKA__SSL_CA_LOCATION": "rogue"}, "is not trusted"),
+        (["produce", "synthetic", "--count", "5"], {"TWEETPULSE_KAFKA__SSL_CA_LOCATION": "rogue"}, "is not trusted"),
+        (["topics", "describe"], {"TWEETPULSE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256"}, "does not offer SASL mechanism SCRAM-SHA-256"),
+        (["produce", "synthetic", "--count", "5"], {"TWEETPULSE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256"}, "does not offer SASL mechanism SCRAM-SHA-256"),
+    ],
+    ids=["topics-rogue-ca", "produce-rogue-ca", "topics-sha256", "produce-sha256"],
+)  # fmt: skip
+def test_topics_and_produce_refuse_an_untrusted_certificate_or_an_unoffered_mechanism_in_one_line(
+    argv: list[str], env: dict[str, str], names: str, broker: Broker
+) -> None:
+    """librdkafka retries these as it does a wrong password; the error_cb ends the command at once."""
+    if env.get("TWEETPULSE_KAFKA__SSL_CA_LOCATION") == "rogue":
+        env = {**env, "TWEETPULSE_KAFKA__SSL_CA_LOCATION": str(broker.rogue_ca.cert)}
+    done, elapsed = refused_run(argv, {**role_env(broker), "TWEETPULSE_LOG_LEVEL": "WARNING", **env})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(f"tweetpulse {argv[0]}") and names in lines[0], lines[0]
+    assert f"{broker.bootstrap} " in lines[0] and "check kafka." in lines[0], lines[0]
+    assert elapsed < LIBRDKAFKA_REFUSAL_S, f"refused after {elapsed:.1f}s"
 
 
 def test_a_worker_refuses_a_broker_certificate_its_ca_did_not_sign(
