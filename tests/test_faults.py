@@ -135,16 +135,23 @@ def own_broker(tmp_path: Path) -> Iterator[str]:
         localkafka.run("stop", port=OWN_BROKER_PORT, state_dir=state)
 
 
+def own_broker_settings(bootstrap: str) -> tuple[Settings, str]:
+    """Settings for a broker of a test's own, with fresh pipeline topics (3 partitions) created there;
+    and the topics' suffix."""
+    suffix = uuid.uuid4().hex[:8]
+    names = TopicSettings().model_dump(exclude={"partitions", "replication_factor"})
+    topics = {key: f"{name}.{suffix}" for key, name in names.items()}
+    settings = load_settings(kafka={"bootstrap_servers": bootstrap}, topics={**topics, "partitions": 3})
+    create_topics(settings)
+    return settings, suffix
+
+
 def test_broker_restart_mid_stream_with_producer_and_worker_running_loses_no_tweet(
     own_broker: str,
     registry: ModelRegistry,
     tmp_path: Path,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    names = TopicSettings().model_dump(exclude={"partitions", "replication_factor"})
-    topics = {key: f"{name}.{suffix}" for key, name in names.items()}
-    settings = load_settings(kafka={"bootstrap_servers": own_broker}, topics={**topics, "partitions": 3})
-    create_topics(settings)
+    settings, suffix = own_broker_settings(own_broker)
     env = {**worker_env(settings, f"tp-fault-{suffix}", registry.root), **WORKER_ENV}
     worker = Worker(env, tmp_path / "worker.log")
     try:

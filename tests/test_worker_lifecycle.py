@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,10 +28,9 @@ from test_processors_pipeline import (  # the workers' test helpers, shared rath
 )
 
 from tweetpulse.bench.workers import worker_env
-from tweetpulse.kafka import create_topics
 from tweetpulse.processors.exits import EXIT_STUCK
 from tweetpulse.registry import ModelRegistry
-from tweetpulse.settings import Settings, TopicSettings, load_settings
+from tweetpulse.settings import Settings
 
 GRACE_S = 8
 
@@ -58,11 +56,7 @@ def stop_within_grace(worker: Worker) -> float:
 def test_sigterm_stops_a_worker_whose_broker_froze_mid_stream_within_the_grace(
     own_broker: str, registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    names = TopicSettings().model_dump(exclude={"partitions", "replication_factor"})
-    topics = {key: f"{name}.{suffix}" for key, name in names.items()}
-    settings = load_settings(kafka={"bootstrap_servers": own_broker}, topics={**topics, "partitions": 3})
-    create_topics(settings)
+    settings, suffix = test_faults.own_broker_settings(own_broker)
     env = {
         **worker_env(settings, f"tp-freeze-{suffix}", registry.root),
         **WORKER_ENV,
