@@ -130,12 +130,7 @@ class Classifier:
         """One prediction per text, in input order."""
         if not texts:
             return []
-        encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        probabilities = np.empty((len(texts), len(self.id2label)), dtype=np.float32)
-        for start in range(0, len(order), self.chunk_size):
-            chunk = order[start : start + self.chunk_size]
-            probabilities[chunk] = softmax(self._logits([encodings[i] for i in chunk]))
+        probabilities = softmax(self.logits(texts))
         labels = [self.id2label[i] for i in range(len(self.id2label))]
         return [
             Prediction(
@@ -143,6 +138,21 @@ class Classifier:
             )
             for row in probabilities
         ]
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """The graph's logits, one row per text in input order; the texts run in chunks of similar
+        length (sorted by token count) so that each chunk pads little."""
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        logits = np.empty((len(texts), len(self.id2label)), dtype=np.float32)
+        for start in range(0, len(order), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            logits[chunk] = self._logits([encodings[i] for i in chunk])
+        return logits
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """Class indices (columns of id2label), one per text."""
+        return self.logits(texts).argmax(axis=-1) if texts else np.empty(0, dtype=np.int64)
 
     def _logits(self, encodings: list) -> np.ndarray:
         """Pads one chunk to its longest text (dynamic padding) and runs the session."""

@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
         help="run the whole pipeline end to end on built-in defaults (make demo)",
         description="Start Kafka, create the topics, train a first model on the built-in data when the "
         "registry has no production model, start one worker and a synthetic stream, and show the "
-        "classified tweets with running counts. Ctrl-C stops the producer, then the worker, cleanly. "
+        "classified tweets with running counts, while a better model trains in the background and "
+        "replaces the first without downtime. Ctrl-C (also SIGTERM, or a closed output pipe) stops "
+        "every child cleanly. "
         "Child logs go to ~/.local/state/tweetpulse/demo/.",
     )
     demo.add_argument(
@@ -82,6 +84,12 @@ def register(subparsers: Any) -> None:
         type=number(float, above=0),
         default=50.0,
         help="synthetic tweets per second (default 50)",
+    )
+    demo.add_argument(
+        "--no-improve",
+        action="store_true",
+        help="do not train a better model in the background (by default one trains on the built-in "
+        "data with lower priority, is promoted and announced, and the worker hot-swaps to it)",
     )
     demo.set_defaults(handler=_demo)
 
@@ -116,4 +124,4 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from tweetpulse.processors.demo import run_demo
 
-    return run_demo(settings, rate=args.rate)
+    return run_demo(settings, rate=args.rate, improve=not args.no_improve)

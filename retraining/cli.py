@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="training preset (retrain.preset; default fast)",
+        help="training preset (retrain.preset; default distilled: production's teacher is kept)",
     )
     p.add_argument("--max-steps", type=int, help="cap on training steps (retrain.max_steps)")
     p.add_argument(

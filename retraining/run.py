@@ -107,7 +107,13 @@ def _gated_run(
     if refusal is not None:
         _keep(decision, refusal.reason)
         return
-    folder, fields = _train_candidate(settings, gathered, work_dir, overrides)
+    folder, fields = _train_candidate(
+        settings,
+        gathered,
+        work_dir,
+        {"registry_root": registry.root, **overrides},
+        inherited_teacher(baseline),
+    )
     if conf.work_dir is not None:
         decision.candidate_path = str(folder)
     if registry.production() != baseline.version:  # replaced while training: gate against the new one
@@ -153,12 +159,27 @@ def _lineage_caveat(baseline: Baseline) -> str:
     return f"; production {baseline.version}'s training set is unknown, so the gate may include some of it"
 
 
+def inherited_teacher(baseline: Baseline) -> str | None:
+    """Production's teacher (a registry version), which a distilled candidate keeps: retraining
+    then rescores only the texts its logits cache does not hold, and never retrains the teacher."""
+    if baseline.artifact is None:
+        return None
+    distillation = baseline.artifact.manifest.get("distillation")
+    teacher = distillation.get("teacher") if isinstance(distillation, dict) else None
+    return teacher if isinstance(teacher, str) else None
+
+
 def _train_candidate(
-    settings: Settings, gathered: Gathered, work_dir: Path, overrides: dict[str, Any]
+    settings: Settings,
+    gathered: Gathered,
+    work_dir: Path,
+    overrides: dict[str, Any],
+    teacher: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune and export (verified by the training pipeline's parity gates), without publishing."""
+    """Fine-tune and export (verified by the training pipeline's parity gates), without publishing.
+    A distilled preset learns from `teacher` (production's) when given, else from its own."""
     from tweetpulse.training.pipeline import train_and_export
-    from tweetpulse.training.presets import TrainConfig
+    from tweetpulse.training.presets import PRESETS, TrainConfig
 
     conf = settings.retrain
     train_file, val_file = gathered.write(work_dir / "data")
@@ -166,6 +187,7 @@ def _train_candidate(
         data=[str(train_file)],
         val=str(val_file),
         preset=conf.preset,
+        teacher=teacher if PRESETS[conf.preset].teacher else None,
         max_steps=conf.max_steps,
         output=work_dir / "train",
         publish=False,

@@ -18,7 +18,7 @@ from test_processors_pipeline import WORKER_ENV  # tests/ is on sys.path
 
 from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.cli import build_parser
-from tweetpulse.processors.demo import TRAIN
+from tweetpulse.processors.demo import IMPROVE, TRAIN
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
 
@@ -27,6 +27,17 @@ def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_da
     args = build_parser().parse_args(TRAIN)
     assert (args.preset, args.data, args.balance, args.promote) == ("fast", ["builtin"], True, True)
     assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
+
+
+def test_demo_improves_with_full_fine_tuning_on_all_balanced_builtin_data_and_promotes_it() -> None:
+    args = build_parser().parse_args(IMPROVE)
+    assert (args.preset, args.teacher, args.data, args.balance, args.promote) == (
+        "distilled",
+        "none",
+        ["builtin"],
+        True,
+        True,
+    )
 
 
 def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:
@@ -100,3 +111,41 @@ def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
     for child in ("dashboard", "producer", "worker"):
         assert f"{child} stopped (exit 0)" in output, output[-3000:]
     assert (tmp_path / "state" / "tweetpulse" / "demo" / "worker.log").stat().st_size > 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_demo_whose_output_pipe_closes_leaves_no_child_running(
+    settings: Settings, tiny_model_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """`make demo | tee demo.log` and Ctrl-C: tee dies first, so the demo's stdout is a closed pipe
+    when it cleans up. `| head` closes it the same way, with no Ctrl-C at all."""
+    import re
+
+    app_id = f"tp-demo-{uuid.uuid4().hex[:8]}"
+    env = _demo_env(settings, tiny_model_registry, tmp_path, app_id)
+    demo_cmd = f"{sys.executable} -m tweetpulse demo --rate 40"
+    pipeline = subprocess.Popen(
+        ["bash", "-c", f"{demo_cmd} 2>/dev/null | head -n 40"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        output, _ = pipeline.communicate(timeout=240)
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+        admin = AdminClient(settings.kafka.confluent_config())
+        internal = [name for name in admin.list_topics(timeout=10).topics if name.startswith(app_id)]
+        if internal:
+            admin.delete_topics(internal)
+    pids = {m[0]: int(m[1]) for m in re.findall(r"==> (\w+).*?\(pid (\d+)", output)}
+    assert {"worker", "streaming", "live", "training"} <= set(pids), output
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        time.sleep(0.5)
+    assert not [name for name, pid in pids.items() if _alive(pid)], output

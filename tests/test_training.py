@@ -75,14 +75,14 @@ def test_published_model_records_exactly_its_training_texts_for_the_retrain_gate
 
 
 def test_onnx_model_scores_validation_texts_with_both_variants(tiny_training_run: TinyTrainingRun) -> None:
-    from tweetpulse.training.predict import OnnxClassifier
+    from tweetpulse.processors.classifier import Classifier
     from tweetpulse.tweetfiles import read_labeled
 
     artifact = tiny_training_run.registry.load()
     examples = read_labeled(tiny_training_run.val_file)[:64]
     texts = [t for t, _ in examples]
     for variant in ("fp32", "int8"):
-        logits = OnnxClassifier(artifact.onnx_path(variant), artifact.path, artifact.max_length).logits(texts)
+        logits = Classifier(artifact, provider="cpu", variant=variant).logits(texts)
         assert logits.shape == (64, 2) and np.isfinite(logits).all()
 
 
@@ -109,9 +109,9 @@ def _run_cli(argv: list[str], settings: Settings) -> int:
 def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(
     tiny_training_run: TinyTrainingRun, tmp_path: Path
 ) -> None:
+    from tweetpulse.processors.classifier import Classifier
     from tweetpulse.registry import load_artifact
     from tweetpulse.training.export import ParityError, check_parity
-    from tweetpulse.training.predict import OnnxClassifier
     from tweetpulse.tweetfiles import read_labeled
 
     # a copy: the int8 gate re-quantizes the folder it checks
@@ -119,7 +119,7 @@ def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(
     artifact = load_artifact(shutil.copytree(published, tmp_path / "model"))
     val = read_labeled(tiny_training_run.val_file)[:32]
     texts = [t for t, _ in val]
-    logits = OnnxClassifier(artifact.onnx_path("fp32"), artifact.path, artifact.max_length).logits(texts)
+    logits = Classifier(artifact, provider="cpu", variant="fp32").logits(texts)
     report = check_parity(artifact.path, logits, texts, val, artifact.max_length, int8_max_drop=1.0)
     assert report.inputs == ["input_ids", "attention_mask", "token_type_ids"]
     with pytest.raises(ParityError, match="refusing to publish: ONNX fp32 logits differ from PyTorch"):

@@ -10,7 +10,7 @@ from pathlib import Path
 from tweetpulse.cli import number
 from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.settings import Settings
-from tweetpulse.training.presets import PRESETS, TrainConfig
+from tweetpulse.training.presets import DEFAULT_PRESET, PRESETS, Preset, TrainConfig
 from tweetpulse.tweetfiles import TweetFileError
 
 POSITIVE_INT = number(int, at_least=1)
@@ -61,19 +61,16 @@ def _add_publishing(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    presets = "; ".join(
-        f"{p.name}: r={p.r}, alpha={p.lora_alpha}, {p.targets} layers, lr {p.learning_rate:g}, "
-        f"batch {p.batch_size}, {p.epochs:g} epoch(s), max length {p.max_length}"
-        + (f", base {p.base}" if p.base else "")
-        + (f", {p.max_samples} training examples" if p.max_samples else "")
-        for p in PRESETS.values()
-    )
+    presets = "; ".join(_describe(p) for p in PRESETS.values())
     parser = sub.add_parser(
         "train",
-        help="LoRA fine-tune a base model, merge, export to ONNX, verify and publish",
-        description="Fine-tune with LoRA (PEFT + Trainer), merge the adapter, export to ONNX with Optimum "
+        help="fine-tune (distilled from a teacher by default), export to ONNX, verify and publish",
+        description="Fine-tune a base model with the Trainer (LoRA with PEFT, merged; or every weight), "
+        "optionally distilled from a teacher's softened probabilities, export to ONNX with Optimum "
         "(optimized fp32 + dynamic int8), check parity (ONNX vs PyTorch logits; int8 within 1 point "
-        "of fp32 on the validation set) and publish to the model registry. Presets: " + presets + ".",
+        "of fp32 on the validation set, and not slower) and publish to the model registry. The "
+        f"default preset, {DEFAULT_PRESET}, first trains (or reuses from the registry) the best "
+        "preset's model on the same data as its teacher. Presets: " + presets + ".",
     )
     parser.add_argument(
         "--base",
@@ -90,7 +87,25 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="held-out share without --val",
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="training recipe")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help=f"training recipe (default {DEFAULT_PRESET})",
+    )
+    parser.add_argument(
+        "--teacher",
+        help="distil from this teacher: 'best' (the best preset's model on the same data, reused from "
+        "the registry or trained first), a registry version, 'production', an export folder, a "
+        "transformers folder or a hub id; 'none': labels only (default: the preset's)",
+    )
+    parser.add_argument(
+        "--transfer",
+        nargs="+",
+        metavar="SOURCE",
+        help="more texts for the teacher to label (same forms as --data, labels unused; files may be "
+        "unlabeled, such as replay files); validation texts are always left out (default: the preset's)",
+    )
     parser.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps")
     parser.add_argument(
         "--max-samples",
@@ -116,6 +131,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         ("--batch-size", POSITIVE_INT, "batch_size"),
         ("--epochs", number(float, above=0), "epochs"),
         ("--max-length", POSITIVE_INT, "max_length"),
+        ("--temperature", number(float, above=0), "temperature"),
+        ("--kd-weight", number(float, at_least=0, at_most=1), "kd_weight"),
     ):
         parser.add_argument(flag, type=kind, dest=f"override_{field}", help=f"override the preset's {field}")
     parser.add_argument(
@@ -127,6 +144,21 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_publishing(parser)
     parser.set_defaults(handler=_train)
+
+
+def _describe(p: Preset) -> str:
+    method = (
+        f"LoRA r={p.r}, alpha={p.lora_alpha}, {p.targets} layers" if p.method == "lora" else "every weight"
+    )
+    return (
+        f"{p.name}: {method}, lr {p.learning_rate:g}, batch {p.batch_size}, {p.epochs:g} epoch(s), "
+        f"max length {p.max_length}"
+        + (f", base {p.base}" if p.base else "")
+        + (f", first {p.layers} layers" if p.layers else "")
+        + (f", {p.max_samples} training examples" if p.max_samples else "")
+        + (f", teacher {p.teacher} (T={p.temperature:g}, kd weight {p.kd_weight:g})" if p.teacher else "")
+        + (f", transfer {'+'.join(p.transfer)}" if p.transfer else "")
+    )
 
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
@@ -179,7 +211,9 @@ def _config(args: argparse.Namespace, settings: Settings) -> TrainConfig:
         data=getattr(args, "data", ["builtin"]),
         val=args.val,
         val_fraction=getattr(args, "val_fraction", 0.1),
-        preset=getattr(args, "preset", "seed"),
+        preset=getattr(args, "preset", DEFAULT_PRESET),
+        teacher=getattr(args, "teacher", None),
+        transfer=getattr(args, "transfer", None),
         max_steps=getattr(args, "max_steps", None),
         max_samples=getattr(args, "max_samples", None),
         max_val_samples=args.max_val_samples,
@@ -211,7 +245,7 @@ def check_sources(specs: list[str | None]) -> None:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    check_sources([*args.data, args.val])
+    check_sources([*args.data, args.val, *(args.transfer or [])])
 
     from tweetpulse.training.data import DataError
     from tweetpulse.training.pipeline import train_and_publish

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetpulse.contracts import Label
-from tweetpulse.tweetfiles import normalize_label, read_labeled
+from tweetpulse.tweetfiles import Record, TweetFileError, normalize_label, read_labeled, read_records
 
 if TYPE_CHECKING:
     from tweetpulse.settings import Settings
@@ -87,6 +87,20 @@ def load_source(spec: str, settings: Settings | None = None, cap: int | None = N
         raise DataError(f"{spec}: no labeled negative/positive examples")
     log.info("loaded training data", extra={"source": spec, "examples": len(examples)})
     return examples
+
+
+def load_texts(spec: str, settings: Settings | None = None) -> list[str]:
+    """Texts from one source, labeled or not (distillation's transfer set: the teacher labels them).
+    A file gives every readable row; other sources their labeled examples' texts."""
+    if spec == "builtin" or spec.startswith(("hf:", "kafka:")):
+        return [text for text, _ in load_source(spec, settings)]
+    try:
+        texts = [r.text for r in read_records(Path(spec)) if isinstance(r, Record)]
+    except (TweetFileError, OSError) as exc:
+        raise DataError(f"{spec}: {exc}") from None
+    if not texts:
+        raise DataError(f"{spec}: no texts")
+    return texts
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str]:

@@ -55,16 +55,16 @@ def classification_report(truth: np.ndarray, predicted: np.ndarray) -> dict[str,
 
 
 def evaluate_artifact(
-    artifact: ModelArtifact, examples: list[Example], variant: str = "int8", batch_size: int = 64
+    artifact: ModelArtifact, examples: list[Example], variant: str = "int8"
 ) -> dict[str, Any]:
-    """Score `examples` with one variant of a published model."""
-    from tweetpulse.training.predict import OnnxClassifier
+    """Score `examples` with one variant of a published model, through the worker's classifier."""
+    from tweetpulse.processors.classifier import Classifier
 
     if not examples:
         raise ValueError("no labeled examples to evaluate")
-    classifier = OnnxClassifier(artifact.onnx_path(variant), artifact.path, artifact.max_length)
+    classifier = Classifier(artifact, provider="cpu", variant=variant)  # type: ignore[arg-type]
     truth = np.array([LABELS.index(label) for _, label in examples])
-    predicted = classifier.predict([t for t, _ in examples], batch_size)
+    predicted = classifier.predict([t for t, _ in examples])
     model = {"version": artifact.version, "path": str(artifact.path), "variant": variant}
     return {"model": model, **classification_report(truth, predicted)}
 

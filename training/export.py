@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from tweetpulse.contracts import LABELS
-from tweetpulse.registry import VARIANTS, ArtifactError
+from tweetpulse.processors.classifier import Classifier
+from tweetpulse.registry import VARIANTS, ArtifactError, ModelArtifact
 from tweetpulse.training.data import Example
-from tweetpulse.training.predict import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,28 @@ def quantize_int8(source: Path, target: Path, scheme: str = "u8s8") -> Path:
     return target
 
 
-def graph_inputs(model: Path) -> list[str]:
-    import onnxruntime as ort
+SPEED_SAMPLE = 512  # validation texts timed per variant (best of two passes)
+SPEED_MARGIN = 0.1  # int8 is dropped only when clearly slower than fp32, not within timing noise
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    return [i.name for i in session.get_inputs()]
+
+def candidate(folder: Path, max_length: int) -> ModelArtifact:
+    """An export that is not published yet, opened the way the worker opens published models."""
+    return ModelArtifact(folder, {"version": "candidate", "max_length": max_length})
+
+
+def serving_classifier(artifact: ModelArtifact, variant: str) -> Classifier:
+    """The worker's classifier on the CPU: the gates score exactly what serves."""
+    return Classifier(artifact, provider="cpu", variant=variant)  # type: ignore[arg-type]
+
+
+def throughput(classifier: Classifier, texts: list[str]) -> float:
+    """Texts per second through the classifier, best of two passes."""
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        classifier.logits(texts)
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / max(best, 1e-9)
 
 
 def check_parity(
@@ -113,8 +131,10 @@ def check_parity(
 ) -> ExportReport:
     """Refuse (ParityError) unless ONNX fp32 matches PyTorch within `atol` on the sample and int8 is
     within `int8_max_drop` accuracy of fp32 on the validation examples, re-quantizing the int8 graph
-    in `folder` with the next of INT8_SCHEMES while it is not."""
-    fp32 = OnnxClassifier(folder / VARIANTS["fp32"], folder, max_length)
+    in `folder` with the next of INT8_SCHEMES while it is not. An accurate int8 graph that is
+    slower than fp32 on this host is removed (the worker then serves fp32) and the reason recorded."""
+    artifact = candidate(folder, max_length)
+    fp32 = serving_classifier(artifact, "fp32")
     diff = float(np.abs(fp32.logits(sample_texts) - reference_logits).max())
     if not np.isfinite(diff) or diff > atol:
         raise ParityError(
@@ -129,7 +149,7 @@ def check_parity(
         if tried:
             log.warning("int8 lost too much accuracy; quantizing again", extra={"scheme": scheme, **tried})
             quantize_int8(folder / VARIANTS["fp32"], folder / VARIANTS["int8"], scheme)
-        int8 = OnnxClassifier(folder / VARIANTS["int8"], folder, max_length)
+        int8 = serving_classifier(artifact, "int8")
         tried[scheme] = int8_acc = float((int8.predict(texts) == truth).mean())
         if np.isfinite(int8_acc) and fp32_acc - int8_acc <= int8_max_drop + 1e-9:  # 1e-9: float noise
             break
@@ -139,6 +159,11 @@ def check_parity(
             f"{int8_max_drop * 100:.1f} points below fp32 {fp32_acc:.4f} on {len(val)} validation "
             f"examples (schemes tried: {', '.join(f'{k} {v:.4f}' for k, v in tried.items())})"
         )
+    speed = {"fp32": throughput(fp32, texts[:SPEED_SAMPLE]), "int8": throughput(int8, texts[:SPEED_SAMPLE])}
+    int8_served = speed["int8"] >= speed["fp32"] * (1 - SPEED_MARGIN)
+    if not int8_served:
+        log.warning("int8 is slower than fp32 on this host; serving fp32", extra=speed)
+        (folder / VARIANTS["int8"]).unlink()
     parity = {
         "max_abs_logit_diff_fp32": diff,
         "atol": atol,
@@ -149,9 +174,12 @@ def check_parity(
         "int8_scheme": scheme,
         "int8_schemes_tried": tried,
         "int8_max_drop": int8_max_drop,
+        "texts_per_second": {k: round(v, 1) for k, v in speed.items()},
+        "int8_served": int8_served,
     }
     log.info("export verified", extra=parity)
-    return ExportReport(folder, fp32.inputs, parity)
+    inputs = [i.name for i in fp32.session.get_inputs()]
+    return ExportReport(folder, inputs, parity)
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

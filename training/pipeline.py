@@ -10,13 +10,16 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tweetpulse.registry import ModelRegistry, announce_production
 from tweetpulse.retraining.lineage import write_training_keys
 from tweetpulse.settings import Settings
 from tweetpulse.training.data import Example, Splits, load_source, make_splits
 from tweetpulse.training.presets import TrainConfig
+
+if TYPE_CHECKING:
+    from tweetpulse.training.distill import TransferSet
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,17 @@ def export_and_verify(
     return folder, {"inputs": report.inputs, "outputs": ["logits"], "export": report.parity}
 
 
+def distillation_set(config: TrainConfig, settings: Settings, splits: Splits) -> TransferSet | None:
+    """The teacher's logits over the training split and the transfer texts; None without a teacher."""
+    spec = config.teacher_spec()
+    if spec is None:
+        return None
+    from tweetpulse.training.distill import build_transfer_set, resolve_teacher
+
+    teacher = resolve_teacher(spec, config, settings)
+    return build_transfer_set(teacher, splits.train, splits.val, config.transfer_sources(), settings)
+
+
 def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Fine-tune, merge, export and verify; returns the export folder and its manifest fields.
 
@@ -66,6 +80,7 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
     preset = config.resolved_preset()
     base_path, base_name = resolve_base(config.base_model())
     splits = load_splits(config, settings)
+    transfer = distillation_set(config, settings, splits)
     log.info("training", extra={"preset": preset.name, "base": base_name, "train": len(splits.train)})
     result = finetune(
         base_path,
@@ -76,6 +91,7 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
         config.target_modules,
         config.seed,
         config.progress,
+        transfer,
     )
     curve = plot_curve(result.log_history, work_dir / "training-curve.png")
     folder, gates = export_and_verify(
@@ -83,7 +99,8 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
     )
     shutil.copy(curve, folder / curve.name)
     # Published with the model (the manifest checksums it): the retrain gate never scores it on these.
-    write_training_keys(folder, splits.train)
+    unlabeled = [(t, "negative") for t in transfer.unlabeled] if transfer else []  # keys ignore labels
+    write_training_keys(folder, splits.train + unlabeled)
     metrics = {
         "val_examples": len(splits.val),
         "train_examples": len(splits.train),
@@ -101,7 +118,13 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
         "preset": preset.name,
         "training": {k: v for k, v in asdict(preset).items() if k not in ("r", "lora_alpha", "lora_dropout")},
         "lora": preset.lora_fields(result.target_modules),
+        "distillation": transfer.manifest_fields(
+            preset.temperature, preset.kd_weight, config.transfer_sources()
+        )
+        if transfer
+        else None,
         "data": {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} split"},
+        "balance": config.balance,
         "data_fingerprint": splits.fingerprint(),
         "seed": config.seed,
         "max_steps": config.max_steps,
