@@ -8,7 +8,6 @@ every collection has a fixed bound, so memory stays flat however long the dashbo
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -16,9 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tweetpulse.contracts import LABELS, ModelAnnouncement, SentimentResult
+from tweetpulse.contracts import LABELS, ModelAnnouncement, SentimentResult, aggregate_tags
 
-UNTAGGED = "untagged"
 OTHER_TAGS = "other"  # where tags go once TAGS_TRACKED_PER_SHOWN * max_tags distinct tags are tracked
 TAGS_TRACKED_PER_SHOWN = 50
 THROUGHPUT_SECONDS = 120  # the throughput sparkline's span
@@ -26,15 +24,10 @@ LATENCY_WINDOW_S = 300  # latency percentiles cover results classified in the la
 LATENCY_SAMPLES = 10_000
 MAX_TEXT_CHARS = 500  # of a tweet kept for the latest-tweets table
 
-_HASHTAG = re.compile(r"#(\w+)")
-
 
 def tag_of(result: SentimentResult) -> str:
-    """The tag a result is charted under: its first rule tag, else its first #hashtag, else 'untagged'."""
-    if result.rule_tags:
-        return result.rule_tags[0]
-    match = _HASHTAG.search(result.text)
-    return f"#{match.group(1).lower()}" if match else UNTAGGED
+    """The tag a result is charted under: the first of its aggregate tags (tweetpulse.contracts)."""
+    return aggregate_tags(result.rule_tags, result.text)[0]
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -39,6 +38,7 @@ from tweetpulse.contracts import (
     ModelAnnouncement,
     RawTweet,
     SentimentResult,
+    aggregate_tags,
     utcnow,
 )
 from tweetpulse.processors import metrics
@@ -56,17 +56,7 @@ from tweetpulse.settings import ProcessorSettings, Settings
 
 log = logging.getLogger(__name__)
 
-HASHTAG = re.compile(r"#(\w{1,64})")
-NO_TAG = "(none)"
 BATCHES_IN_FLIGHT = 4  # classified batches still being sent before the model waits
-
-
-def aggregate_tags(tweet: RawTweet) -> list[str]:
-    """What a tweet is counted under: its rule tags, else its hashtags, else ``(none)``."""
-    if tweet.rule_tags:
-        return list(dict.fromkeys(tweet.rule_tags))
-    hashtags = list(dict.fromkeys(tag.lower() for tag in HASHTAG.findall(tweet.text)))
-    return hashtags[:5] or [NO_TAG]
 
 
 def result_for(tweet: RawTweet, prediction: Prediction, version: str, inference_ms: float) -> SentimentResult:
@@ -419,7 +409,7 @@ class Processor:
     ) -> list[Output]:
         counts: Counter[str] = Counter()
         for (_, tweet), result in zip(good, results, strict=False):
-            for tag in aggregate_tags(tweet):
+            for tag in aggregate_tags(tweet.rule_tags, tweet.text):
                 counts[f"{tag}|{result.label}"] += 1
         return [Output(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
 

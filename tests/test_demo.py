@@ -29,11 +29,11 @@ def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_da
     assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
 
 
-def test_demo_improves_with_full_fine_tuning_on_all_balanced_builtin_data_and_promotes_it() -> None:
+def test_demo_improves_with_the_default_distilled_recipe_on_balanced_builtin_data_and_promotes_it() -> None:
     args = build_parser().parse_args(IMPROVE)
     assert (args.preset, args.teacher, args.data, args.balance, args.promote) == (
         "distilled",
-        "none",
+        None,
         ["builtin"],
         True,
         True,

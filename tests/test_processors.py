@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet
-from tweetpulse.processors.app import aggregate_tags
+from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet, aggregate_tags
 from tweetpulse.processors.classifier import gpu_present, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
 from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact
@@ -120,9 +119,9 @@ def test_tweets_are_counted_under_rule_tags_else_hashtags_else_none() -> None:
     )
     hashtags = RawTweet(id="b", text="so good #Food #yum #food", source="twitter")
     plain = RawTweet(id="c", text="nothing to see", source="twitter")
-    assert aggregate_tags(tagged) == ["airlines", "food"]
-    assert aggregate_tags(hashtags) == ["food", "yum"]
-    assert aggregate_tags(plain) == ["(none)"]
+    assert aggregate_tags(tagged.rule_tags, tagged.text) == ["airlines", "food"]
+    assert aggregate_tags(hashtags.rule_tags, hashtags.text) == ["#food", "#yum"]
+    assert aggregate_tags(plain.rule_tags, plain.text) == ["untagged"]
 
 
 def test_window_tags_cap_each_window_and_forget_expired_windows() -> None:

@@ -26,9 +26,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tweetpulse.bench.workers import free_port, worker_env
-from tweetpulse.contracts import LABELS, DeadLetter, RawTweet, SentimentResult
+from tweetpulse.contracts import LABELS, DeadLetter, RawTweet, SentimentResult, aggregate_tags
 from tweetpulse.kafka import producer_config
-from tweetpulse.processors.app import aggregate_tags
 from tweetpulse.processors.classifier import load_classifier
 from tweetpulse.registry import ModelRegistry, announce_production
 from tweetpulse.settings import Settings
@@ -227,7 +226,9 @@ def test_worker_classifies_every_labeled_tweet_once_like_the_model_does(
             assert result.label == prediction.label
 
     # The windowed counts: per tag and label, emitted to the aggregates topic and in the web view.
-    expected_counts = Counter((tag, results[t.id][0].label) for t in tweets for tag in aggregate_tags(t))
+    expected_counts = Counter(
+        (tag, results[t.id][0].label) for t in tweets for tag in aggregate_tags(t.rule_tags, t.text)
+    )
     wait_for(
         lambda: _counts_from_view(worker) == expected_counts, 60, "the counts web view to add up", [worker]
     )

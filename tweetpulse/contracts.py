@@ -252,3 +252,17 @@ def write_json_schemas(directory: str | Path) -> list[str]:
         target.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(str(target))
     return written
+
+
+UNTAGGED = "untagged"
+MAX_HASHTAG_TAGS = 5
+_HASHTAG = re.compile(r"#(\w{1,64})")
+
+
+def aggregate_tags(rule_tags: list[str] | tuple[str, ...], text: str) -> list[str]:
+    """The one rule for what a tweet is counted and charted under (the worker's aggregates, the
+    dashboard): its rule tags, else its first #hashtags (lower-cased, with the #), else 'untagged'."""
+    if rule_tags:
+        return list(dict.fromkeys(rule_tags))
+    hashtags = dict.fromkeys(f"#{tag.lower()}" for tag in _HASHTAG.findall(text))
+    return list(hashtags)[:MAX_HASHTAG_TAGS] or [UNTAGGED]
