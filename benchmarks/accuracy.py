@@ -2,9 +2,12 @@
 base, then evaluate the served int8 (and fp32) ONNX model on ../shared/data/tweets-val.jsonl.
 
     python benchmarks/accuracy.py --preset best --registry /work/notes/registry      # train + evaluate
-    python benchmarks/accuracy.py --model v0001 --registry /work/notes/registry      # evaluate only
+    python benchmarks/accuracy.py --preset distilled --teacher v0001 --registry DIR  # a distilled student
+    python benchmarks/accuracy.py --model v0001 v0002 --registry DIR                 # side by side
 
-Prints one JSON object: training time, PyTorch/ONNX fp32 and int8 accuracy, macro F1, texts/s.
+Prints one JSON object: training time, PyTorch/ONNX fp32 and int8 accuracy, macro F1, and the raw
+speed of every variant (the worker's classifier, 2,000 validation tweets, best of two passes, the
+models interleaved in one run so their speeds compare on this host).
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--registry", type=Path, required=True, help="registry root to publish into / read")
-    parser.add_argument("--model", help="evaluate this version only (no training)")
+    parser.add_argument("--model", nargs="+", help="evaluate these versions only (no training)")
+    parser.add_argument("--teacher", help="the student's teacher (see tweetpulse train --teacher)")
     parser.add_argument("--preset", default="best", help="preset to train (default best)")
     parser.add_argument("--max-steps", type=int, help="cap the training steps (for a quick look)")
     parser.add_argument("--output", type=Path, help="keep the work folder (checkpoints, curve) here")
     args = parser.parse_args()
     registry = ModelRegistry(args.registry)
     result: dict[str, object] = {}
-    version = args.model
-    if version is None:
+    versions = args.model
+    if versions is None:
         from tweetpulse.training.pipeline import train_and_publish
         from tweetpulse.training.presets import TrainConfig
 
@@ -42,18 +46,17 @@ def main() -> None:
             data=[str(SHARED / "tweets-train.jsonl")],
             val=str(SHARED / "tweets-val.jsonl"),
             preset=args.preset,
+            teacher=args.teacher,
             max_steps=args.max_steps,
             output=args.output,
             registry_root=args.registry,
         )
         started = time.monotonic()
-        version = train_and_publish(config, load_settings())
+        versions = [train_and_publish(config, load_settings())]
         result["pipeline_seconds"] = round(time.monotonic() - started, 1)
-    artifact = registry.load(version)
-    result.update(
-        version=version, preset=artifact.manifest.get("preset"), metrics=artifact.manifest.get("metrics")
-    )
-    result.update(evaluate_variants(artifact))
+    artifacts = [registry.load(v) for v in versions]
+    result["models"] = {a.version: evaluate_variants(a) for a in artifacts}
+    result["texts_per_second"] = side_by_side_speed(artifacts)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
@@ -61,16 +64,42 @@ def evaluate_variants(artifact) -> dict[str, object]:
     from tweetpulse.training.evaluate import evaluate_artifact
 
     examples = read_labeled(SHARED / "tweets-val.jsonl")
-    out: dict[str, object] = {"val_examples": len(examples)}
+    manifest = artifact.manifest
+    out: dict[str, object] = {
+        "preset": manifest.get("preset"),
+        "base": manifest.get("base_model"),
+        "train_seconds": (manifest.get("metrics") or {}).get("train_seconds"),
+        "torch_fp32_accuracy": (manifest.get("metrics") or {}).get("torch_fp32_accuracy"),
+        "int8_scheme": (manifest.get("export") or {}).get("int8_scheme"),
+        "distillation": manifest.get("distillation"),
+        "val_examples": len(examples),
+    }
     for variant in ("int8", "fp32"):
-        started = time.monotonic()
-        report = evaluate_artifact(artifact, examples, variant, batch_size=32)
-        seconds = time.monotonic() - started
-        out[variant] = {
-            "accuracy": round(report["accuracy"], 4),
-            "macro_f1": round(report["macro_f1"], 4),
-            "texts_per_second": round(len(examples) / seconds, 1),
-        }
+        report = evaluate_artifact(artifact, examples, variant)
+        out[variant] = {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4)}
+    return out
+
+
+def side_by_side_speed(artifacts: list, texts_n: int = 2000, rounds: int = 2) -> dict[str, dict[str, float]]:
+    """Texts per second of each model's variants through the worker's classifier, best of `rounds`,
+    the models taking turns within each round."""
+    from tweetpulse.processors.classifier import Classifier
+
+    texts = [t for t, _ in read_labeled(SHARED / "tweets-val.jsonl")][:texts_n]
+    classifiers = {
+        (a.version, variant): Classifier(a, provider="cpu", variant=variant)
+        for a in artifacts
+        for variant in ("int8", "fp32")
+    }
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for key, classifier in classifiers.items():
+            started = time.perf_counter()
+            classifier.classify(texts)
+            best[key] = max(best.get(key, 0.0), len(texts) / (time.perf_counter() - started))
+    out: dict[str, dict[str, float]] = {}
+    for (version, variant), tps in best.items():
+        out.setdefault(version, {})[variant] = round(tps, 1)
     return out
 
 
