@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEACHER_PRESET = "best"
+SCORING_BLOCK = 4096  # texts scored between cache writes and progress lines
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,16 @@ def cached_logits(teacher: Teacher, texts: list[str], cache: Path | None = None)
     digests = [hashlib.sha256(t.encode()).digest() for t in texts]
     missing = sorted({d: t for d, t in zip(digests, texts, strict=True) if d not in known}.items())
     log.info("teacher logits", extra={"cached": len(texts) - len(missing), "to_score": len(missing)})
-    if missing:
-        scored = teacher.logits([t for _, t in missing])
-        known.update(zip((d for d, _ in missing), scored, strict=True))
-        _write_cache(path, known)
+    started = time.monotonic()
+    for done in range(0, len(missing), SCORING_BLOCK):
+        block = missing[done : done + SCORING_BLOCK]
+        known.update(zip((d for d, _ in block), teacher.logits([t for _, t in block]), strict=True))
+        _write_cache(path, known)  # per block: an interrupted run resumes where it stopped
+        rate = (done + len(block)) / max(time.monotonic() - started, 1e-9)
+        log.info(
+            "teacher scoring",
+            extra={"scored": done + len(block), "of": len(missing), "texts_per_s": round(rate, 1)},
+        )
     return np.stack([known[d] for d in digests]).astype(np.float32)
 
 
