@@ -30,6 +30,12 @@ def main() -> None:
     )
     parser.add_argument("--registry", type=Path, required=True, help="registry root to publish into / read")
     parser.add_argument("--model", nargs="+", help="evaluate these versions only (no training)")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="with --model: only the side-by-side speed (accuracy from the gates)",
+    )
+    parser.add_argument("--speed-texts", type=int, default=2000, help="validation tweets timed per model")
     parser.add_argument("--teacher", help="the student's teacher (see tweetpulse train --teacher)")
     parser.add_argument("--preset", default="best", help="preset to train (default best)")
     parser.add_argument("--max-steps", type=int, help="cap the training steps (for a quick look)")
@@ -55,8 +61,11 @@ def main() -> None:
         versions = [train_and_publish(config, load_settings())]
         result["pipeline_seconds"] = round(time.monotonic() - started, 1)
     artifacts = [registry.load(v) for v in versions]
-    result["models"] = {a.version: evaluate_variants(a) for a in artifacts}
-    result["texts_per_second"] = side_by_side_speed(artifacts)
+    if args.speed_only:
+        result["gates"] = {a.version: a.manifest.get("export") for a in artifacts}
+    else:
+        result["models"] = {a.version: evaluate_variants(a) for a in artifacts}
+    result["texts_per_second"] = side_by_side_speed(artifacts, args.speed_texts)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

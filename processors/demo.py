@@ -61,6 +61,9 @@ def _say(message: str) -> None:
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()
+    # An ignored SIGINT survives exec (a demo started from a background job has one), and the
+    # children stop on SIGINT: give them the default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):  # not Linux: cleanup still stops them
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
