@@ -58,6 +58,14 @@ def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_i
     )
 
 
+def _delete_internal_topics(settings: Settings, app_id: str) -> None:
+    """The demo worker's Faust topics (changelogs, repartitions), named after its app id."""
+    admin = AdminClient(settings.kafka.confluent_config())
+    internal = [name for name in admin.list_topics(timeout=10).topics if name.startswith(app_id)]
+    if internal:
+        admin.delete_topics(internal)
+
+
 def _lines(stream: TextIO) -> queue.Queue[str]:
     """The lines of `stream`, read by a thread so the test can wait on them with a timeout."""
     lines: queue.Queue[str] = queue.Queue()
@@ -100,10 +108,7 @@ def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
     finally:
         if demo.poll() is None:
             demo.kill()
-        admin = AdminClient(settings.kafka.confluent_config())
-        internal = [name for name in admin.list_topics(timeout=10).topics if name.startswith(app_id)]
-        if internal:
-            admin.delete_topics(internal)
+        _delete_internal_topics(settings, app_id)
     while not lines.empty():
         seen.append(lines.get())
     output = "".join(seen)
@@ -139,10 +144,7 @@ def test_demo_whose_output_pipe_closes_leaves_no_child_running(
     finally:
         if pipeline.poll() is None:
             pipeline.kill()
-        admin = AdminClient(settings.kafka.confluent_config())
-        internal = [name for name in admin.list_topics(timeout=10).topics if name.startswith(app_id)]
-        if internal:
-            admin.delete_topics(internal)
+        _delete_internal_topics(settings, app_id)
     pids = {m[0]: int(m[1]) for m in re.findall(r"==> (\w+).*?\(pid (\d+)", output)}
     assert {"worker", "streaming", "live", "training"} <= set(pids), output
     deadline = time.monotonic() + 60
