@@ -48,10 +48,11 @@ class Lineage:
 NO_MODEL = Lineage(frozenset(), "none")  # no production model: nothing to exclude
 
 
-def write_training_keys(folder: Path, examples: Iterable[Example]) -> Path:
-    """Record the keys of the texts a model in `folder` was trained on (before it is published)."""
+def write_training_keys(folder: Path, texts: Iterable[str]) -> Path:
+    """Record the keys of the texts a model in `folder` was trained on (before it is published):
+    its labeled examples and, for a distilled student, the teacher-only transfer texts too."""
     path = folder / TRAINING_KEYS
-    path.write_text("".join(f"{key}\n" for key in sorted({text_key(t) for t, _ in examples})))
+    path.write_text("".join(f"{key}\n" for key in sorted({text_key(t) for t in texts})))
     return path
 
 

@@ -28,7 +28,7 @@ from tweetpulse.retraining.gate import (
     score_model,
     too_small,
 )
-from tweetpulse.retraining.lineage import text_key, write_training_keys
+from tweetpulse.retraining.lineage import text_key
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,8 @@ def _train_candidate(
         **overrides,
     )
     (work_dir / "train").mkdir(parents=True, exist_ok=True)
-    folder, fields = train_and_export(config, settings, work_dir / "train")
-    write_training_keys(folder, gathered.train)  # published with it: the next gate excludes them
-    return folder, fields
+    # train_and_export records the training texts (training-keys.txt): the next gate excludes them.
+    return train_and_export(config, settings, work_dir / "train")
 
 
 def _publish(

@@ -147,7 +147,7 @@ def publish_model(
     (folder / "tokenizer.json").write_text("{}")
     (folder / VARIANTS["fp32"]).write_bytes(b"placeholder graph")
     if trained_on is not None:
-        write_training_keys(folder, trained_on)
+        write_training_keys(folder, [text for text, _ in trained_on])
     version = registry.publish(folder, {"max_length": 32, **fields})
     registry.promote(version)
     return version

@@ -15,7 +15,9 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +48,16 @@ class Teacher:
     variant: str = "auto"
 
     def logits(self, texts: list[str]) -> np.ndarray:
+        return self._scorer(texts)
+
+    @cached_property
+    def _scorer(self) -> Callable[[list[str]], np.ndarray]:
+        """Opened once, on first use: texts are scored in blocks (see cached_logits)."""
         if self.artifact is not None:
             from tweetpulse.processors.classifier import Classifier
 
-            return Classifier(self.artifact, variant=self.variant).logits(texts)  # type: ignore[arg-type]
-        return _torch_logits(self.name, texts)
+            return Classifier(self.artifact, variant=self.variant).logits  # type: ignore[arg-type]
+        return _torch_scorer(self.name)
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,7 @@ def _write_cache(path: Path, known: dict[bytes, np.ndarray]) -> None:
     os.replace(tmp, path)  # atomic: a crash leaves the old cache or the new one
 
 
-def _torch_logits(name: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def _torch_scorer(name: str, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
     """Logits of a transformers sequence-classification model (negative, positive columns)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -213,16 +220,24 @@ def _torch_logits(name: str, texts: list[str], batch_size: int = 64) -> np.ndarr
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     columns = _sentiment_columns(model.config.id2label)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.empty((len(texts), 2), dtype=np.float32)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in rows], truncation=True, max_length=128, padding=True, return_tensors="pt"
-            )
-            out[rows] = model(**batch).logits.float()[:, columns].numpy()
-    return out
+
+    def score(texts: list[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), 2), dtype=np.float32)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in rows],
+                    truncation=True,
+                    max_length=128,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                out[rows] = model(**batch).logits.float()[:, columns].numpy()
+        return out
+
+    return score
 
 
 def _sentiment_columns(id2label: dict[int, str]) -> list[int]:

@@ -99,8 +99,7 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
     )
     shutil.copy(curve, folder / curve.name)
     # Published with the model (the manifest checksums it): the retrain gate never scores it on these.
-    unlabeled = [(t, "negative") for t in transfer.unlabeled] if transfer else []  # keys ignore labels
-    write_training_keys(folder, splits.train + unlabeled)
+    write_training_keys(folder, [t for t, _ in splits.train] + (transfer.unlabeled if transfer else []))
     metrics = {
         "val_examples": len(splits.val),
         "train_examples": len(splits.train),
