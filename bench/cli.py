@@ -114,9 +114,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             return 2
-        from tweetpulse.processors.demo import ensure_model
+        from tweetpulse.processors.demo import Children, ensure_model
 
-        if not ensure_model(settings):
+        trainer = Children()  # stopped with the bench, however it ends
+        try:
+            trained = ensure_model(settings, trainer)
+        finally:
+            trainer.stop_all()
+        if not trained:
             print("tweetpulse bench: training a seed model failed", file=sys.stderr)
             return 2
     logging.getLogger("tweetpulse.kafka").setLevel(logging.WARNING)  # dozens of throw-away topics

@@ -5,9 +5,10 @@ queued while the model was busy (continuous batching, up to ``batch_size``), so 
 idle while tweets wait and batches grow with the load. Results and dead letters of one batch are
 sent while the next is classified. Delivery stays at-least-once: the input events are held (one
 extra reference each, so ``take_events`` leaving the loop body does not ack them) until every
-output of their batch is acknowledged by the broker, and batches are acked strictly in order (Faust
-commits the highest contiguous acked offset). A worker that dies before that leaves the offsets
-uncommitted, so the partition's next owner classifies those tweets again.
+output of their batch is acknowledged by the broker, and so are the count events that carry their
+label counts (accumulated over batches, see aggregates.py); batches are acked strictly in order
+(Faust commits the highest contiguous acked offset). A worker that dies before that leaves the
+offsets uncommitted, so the partition's next owner classifies those tweets again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from tweetpulse.contracts import (
     utcnow,
 )
 from tweetpulse.processors import metrics
-from tweetpulse.processors.aggregates import WindowTags
+from tweetpulse.processors.aggregates import PendingCounts, WindowTags
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key, parse_raw
@@ -57,6 +58,7 @@ from tweetpulse.settings import ProcessorSettings, Settings
 log = logging.getLogger(__name__)
 
 BATCHES_IN_FLIGHT = 4  # classified batches still being sent before the model waits
+COUNTS_TICK_S = 0.25  # how often pending label counts are checked for being due
 
 
 def result_for(tweet: RawTweet, prediction: Prediction, version: str, inference_ms: float) -> SentimentResult:
@@ -145,12 +147,16 @@ class Processor:
         self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
         self.next_offsets: dict[Any, int] = {}
         self.window_tags = WindowTags(conf.agg_max_tags, timedelta(seconds=conf.agg_expires_s))
+        self.pending_counts = PendingCounts(conf.agg_window_s, conf.agg_flush_s)
         self.queue: deque[_Batch] = deque()  # parsed micro-batches waiting for the model
         self.queued = 0  # events in the queue
         self.queue_changed = asyncio.Event()
         self.queue_taken = asyncio.Event()
         self.draining = False
+        self.stopping = False  # a stop was requested: nothing waits for being due any more
         self.finishing: deque[asyncio.Future] = deque()  # _finish tasks, oldest first
+        self.acking: set[asyncio.Future] = set()  # batches sent, waiting for their counts to be sent
+        self.last_acked: asyncio.Future | None = None  # the newest batch's ack task
         self.last_issued: asyncio.Future | None = None  # set once the newest batch's sends are queued
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.watchdog = Watchdog(
@@ -204,7 +210,7 @@ class Processor:
             "label-counts", default=int, help="tweets per tag|label per tumbling window"
         ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))
         self._wire()
-        self.app.sensors.add(_CommitSensor(self.watchdog))
+        self.app.sensors.add(_WorkerSensor(self.watchdog, self.send_counts_soon))
         metrics.MODEL.info({"version": classifier.version, "provider": classifier.provider})
 
     # -- wiring -------------------------------------------------------------------------------
@@ -215,6 +221,7 @@ class Processor:
         app.agent(self.count_events, name="count-labels")(_exit_on_crash(self._count_agent))
         app.task(self._watch_models)
         app.timer(self.conf.lag_interval_s)(self._update_lag)
+        app.timer(COUNTS_TICK_S)(self._send_counts_if_due)
         app.page("/livez")(self._live_view)
         app.page("/readyz")(self._ready_view)
         app.page("/metrics")(self._metrics_view)
@@ -290,15 +297,15 @@ class Processor:
                 inference.add_done_callback(lambda _: slots.release())
             else:
                 slots.release()
-            previous = self.finishing[-1] if self.finishing else None
             previous_issued, self.last_issued = self.last_issued, loop.create_future()
             finishing = asyncio.ensure_future(
-                self._finish(
-                    batch, stream, classifier.version, inference, previous, previous_issued, self.last_issued
-                )
+                self._finish(batch, stream, classifier.version, inference, previous_issued, self.last_issued)
             )
             finishing.add_done_callback(_crash_on_error)  # a batch that cannot finish ends the worker
             self.finishing.append(finishing)
+            self.last_acked = asyncio.ensure_future(self._ack(batch, stream, finishing, self.last_acked))
+            self.acking.add(self.last_acked)
+            self.last_acked.add_done_callback(self.acking.discard)
             while self.finishing and self.finishing[0].done():
                 self.finishing.popleft()
             while len(self.finishing) > BATCHES_IN_FLIGHT:  # the broker is slow: stop classifying
@@ -327,6 +334,9 @@ class Processor:
             await model_loop
             if self.finishing:
                 await asyncio.wait(list(self.finishing))
+            await self._send_counts()  # every finished batch has added its counts by now
+            if self.acking:
+                await asyncio.wait(list(self.acking))
         finally:
             self.draining = False
 
@@ -336,11 +346,11 @@ class Processor:
         stream: Any,
         version: str,
         inference: asyncio.Future | None,
-        previous: asyncio.Future | None,
         previous_issued: asyncio.Future | None,
         issued: asyncio.Future,
-    ) -> None:
-        """Results or dead letters for one batch, sent and acknowledged, then its events acked.
+    ) -> asyncio.Future | None:
+        """Results or dead letters for one batch, sent and acknowledged; returns the future of the
+        count events that carry its label counts (None when it has none).
 
         Sends are issued in batch order (after `previous_issued`), so each output partition gets
         results in input order even when two model calls finish out of order.
@@ -372,7 +382,6 @@ class Processor:
                 for r, (msg, _) in zip(results, good, strict=False)
             ]
             outputs += [self._letter_output(msg, letter) for msg, letter in letters]
-            outputs += self._count_outputs(good, results)
             if self.weak_labeler is not None:  # hook (retraining): sent and acked with the results
                 weak = self.weak_labeler.label_all(tweet for _, tweet in good)
                 outputs += [Output(self.labeled_topic, label.key, label.to_bytes()) for label in weak]
@@ -382,12 +391,24 @@ class Processor:
         finally:
             if not issued.done():  # never leave the next batch waiting
                 issued.set_result(None)
-        if previous is not None:  # ack batches in order: Faust commits the highest contiguous offset
+        self._record(batch.events, results, letters)
+        counted = self.pending_counts.add(_count_keys(good, results), len(results), time.time())
+        await self._send_counts_if_due()
+        return counted
+
+    async def _ack(
+        self, batch: _Batch, stream: Any, finishing: asyncio.Future, previous: asyncio.Future | None
+    ) -> None:
+        """Acks a batch's events once its outputs and its counts are sent, after the batch before it
+        (Faust commits the highest contiguous acked offset). A batch that fails ends the worker."""
+        counted = await asyncio.shield(finishing)
+        if counted is not None:
+            await counted
+        if previous is not None:
             await asyncio.wait([previous])
         for event in batch.events:
             await stream.ack(event)
         self.watchdog.finished(len(batch.events))
-        self._record(batch.events, results, letters)
 
     def _letter_output(self, msg: Any, letter: DeadLetter) -> Output:
         return Output(self.dlq_topic, dead_letter_key(msg.key), letter.to_bytes(), msg)
@@ -404,14 +425,37 @@ class Processor:
         letter = letter_for(refused.source, BadMessageError(reason, error), self.conf.dlq_max_value_bytes)
         return self._letter_output(refused.source, letter)
 
-    def _count_outputs(
-        self, good: list[tuple[Any, RawTweet]], results: list[SentimentResult]
-    ) -> list[Output]:
-        counts: Counter[str] = Counter()
-        for (_, tweet), result in zip(good, results, strict=False):
-            for tag in aggregate_tags(tweet.rule_tags, tweet.text):
-                counts[f"{tag}|{result.label}"] += 1
-        return [Output(self.count_events, key.encode(), str(n).encode()) for key, n in counts.items()]
+    async def _send_counts_if_due(self) -> None:
+        # While Faust waits for held events (a rebalance, a stop), counts are sent at once.
+        if self.stopping or self.app.rebalancing or self.pending_counts.due(time.time()):
+            await self._send_counts()
+
+    def send_counts_soon(self) -> None:
+        """Send the pending counts from the worker's loop (safe to call from any thread)."""
+
+        def send() -> None:
+            asyncio.ensure_future(self._send_counts()).add_done_callback(_crash_on_error)
+
+        self.app.loop.call_soon_threadsafe(send)
+
+    def stop_requested(self) -> None:
+        self.stopping = True
+        self.send_counts_soon()
+
+    async def _send_counts(self) -> None:
+        """The pending label counts as count events (one per window, tag and label), each stamped with
+        its window's start so the count agent counts it in that window."""
+        taken = self.pending_counts.take()
+        if taken is None:
+            return
+        windows, sent = taken
+        outputs = [
+            Output(self.count_events, key.encode(), str(n).encode(), timestamp=window)
+            for window, counts in windows.items()
+            for key, n in counts.items()
+        ]
+        await run_to_completion(self.sender.send_all(outputs))  # its tweets wait for it: never half-sent
+        sent.set_result(None)
 
     def _record(
         self, events: list[Any], results: list[SentimentResult], letters: list[tuple[Any, DeadLetter]]
@@ -624,6 +668,15 @@ class Processor:
             shutil.rmtree(self.datadir, ignore_errors=True)
 
 
+def _count_keys(good: list[tuple[Any, RawTweet]], results: list[SentimentResult]) -> list[str]:
+    """One ``tag|label`` per classified tweet and aggregate tag."""
+    return [
+        f"{tag}|{result.label}"
+        for (_, tweet), result in zip(good, results, strict=False)
+        for tag in aggregate_tags(tweet.rule_tags, tweet.text)
+    ]
+
+
 def _count_event(key: bytes | None, value: bytes | None) -> tuple[str, str, int] | None:
     """(tag, label, count) of a count event, or None for a record that is not one."""
     try:
@@ -668,15 +721,22 @@ def _crash_on_error(task: asyncio.Future) -> None:
         fatal(EXIT_AGENT_CRASHED, f"a batch failed: {type(exc).__name__}: {exc}")
 
 
-class _CommitSensor(Sensor):
-    """Tells the watchdog when offsets were committed (liveness)."""
+class _WorkerSensor(Sensor):
+    """Tells the watchdog when offsets were committed (liveness); sends the pending label counts when a
+    rebalance starts (Faust waits for every held event to be acked before it revokes; called on the
+    consumer's thread)."""
 
-    def __init__(self, watchdog: Watchdog) -> None:
+    def __init__(self, watchdog: Watchdog, on_rebalance_start: Callable[[], None]) -> None:
         super().__init__()
         self.watchdog = watchdog
+        self.rebalance_started = on_rebalance_start
 
     def on_commit_completed(self, consumer: Any, state: Any) -> None:
         self.watchdog.committed()
+
+    def on_rebalance_start(self, app: Any) -> dict:
+        self.rebalance_started()
+        return super().on_rebalance_start(app)
 
 
 def load_production(settings: Settings) -> Classifier:
@@ -706,10 +766,12 @@ def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None 
 
         def _on_sigterm(self) -> None:
             watchdog.stop_requested()
+            processor.stop_requested()
             super()._on_sigterm()
 
         def _on_sigint(self) -> None:
             watchdog.stop_requested()
+            processor.stop_requested()
             super()._on_sigint()
 
     worker = Worker(

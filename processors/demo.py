@@ -78,6 +78,7 @@ class Children:
     def start(
         self, name: str, args: list[str], log: Path, stop_signal: int = signal.SIGINT
     ) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self.running.append((name, proc, stop_signal))

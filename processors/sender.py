@@ -46,6 +46,7 @@ class Output:
     key: bytes | None
     value: bytes
     source: Any = None
+    timestamp: float | None = None  # epoch seconds; None: the time it is sent
 
 
 class OutputSender:
@@ -92,7 +93,12 @@ class OutputSender:
             for output in outputs:
                 try:
                     futures.append(
-                        (output, await output.topic.send(key=output.key, value=output.value, force=True))
+                        (
+                            output,
+                            await output.topic.send(
+                                key=output.key, value=output.value, timestamp=output.timestamp, force=True
+                            ),
+                        )
                     )
                 except Exception as exc:  # refused before it was queued (size, metadata timeout)
                     failed.append((output, exc))
@@ -118,7 +124,8 @@ class OutputSender:
             for output, _ in too_large:
                 topic = output.topic.get_topic_name()
                 try:
-                    await solo.send_and_wait(topic, output.value, key=output.key)
+                    stamp = None if output.timestamp is None else int(output.timestamp * 1000)
+                    await solo.send_and_wait(topic, output.value, key=output.key, timestamp_ms=stamp)
                 except Exception as alone:
                     if type(alone).__name__ not in TOO_LARGE:
                         letters.append(output)  # something else went wrong: the normal retry handles it

@@ -3,6 +3,7 @@ raw messages into tweets or dead letters."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -137,3 +138,32 @@ def test_window_tags_cap_each_window_and_forget_expired_windows() -> None:
     for minute in range(1, 120):
         tags.admit("x", start + timedelta(minutes=minute))
     assert len(tags) <= 3 + 11  # only the windows of the last 10 minutes are held
+
+
+def test_pending_counts_are_due_once_their_tweets_pay_for_the_records_or_a_window_closes() -> None:
+    asyncio.run(_pending_counts())
+
+
+async def _pending_counts() -> None:
+    from tweetpulse.processors.aggregates import RECORDS_PER_KEY, TWEETS_PER_RECORD, PendingCounts
+
+    counts = PendingCounts(window_s=60, flush_s=5.0)
+    assert counts.take() is None and not counts.due(0.0)
+    per_key = RECORDS_PER_KEY * TWEETS_PER_RECORD  # tweets that pay for one key's records
+    sent = counts.add(["a|positive"] * (per_key - 1), per_key - 1, now=120.0)
+    assert sent is not None and not counts.due(120.5)  # 29 tweets do not pay for 3 records yet
+    assert counts.add(["a|positive"], 1, now=120.6) is sent  # one flush carries both
+    assert counts.due(120.6)
+    windows, taken = counts.take()
+    assert taken is sent and windows == {120.0: {"a|positive": per_key}}
+    assert counts.take() is None  # taken: nothing pending, nothing due
+    assert counts.add([], 3, now=121.0) is None  # tweets without counts (dead letters) wait for nothing
+
+    counts.add(["b|negative"], 1, now=170.0)
+    assert not counts.due(174.9) and counts.due(175.0)  # the oldest waited flush_s
+    counts.take()
+    counts.add(["b|negative"], 1, now=179.0)
+    assert counts.due(180.0)  # its window [120, 180) closed: sent before flush_s
+    counts.add(["b|negative", "c|negative"], 1, now=181.0)
+    windows, _ = counts.take()
+    assert windows == {120.0: {"b|negative": 1}, 180.0: {"b|negative": 1, "c|negative": 1}}
