@@ -722,7 +722,7 @@ def _crash_on_error(task: asyncio.Future) -> None:
 
 
 class _WorkerSensor(Sensor):
-    """Tells the watchdog when offsets were committed (liveness); sends the pending label counts when a
+    """Tells the watchdog when offsets were committed (liveness: a commit that moved an offset); sends the pending label counts when a
     rebalance starts (Faust waits for every held event to be acked before it revokes; called on the
     consumer's thread)."""
 
@@ -731,8 +731,13 @@ class _WorkerSensor(Sensor):
         self.watchdog = watchdog
         self.rebalance_started = on_rebalance_start
 
+    def on_commit_initiated(self, consumer: Any) -> dict:
+        return dict(consumer._committed_offset)
+
     def on_commit_completed(self, consumer: Any, state: Any) -> None:
-        self.watchdog.committed()
+        # Faust reports a commit with nothing to commit as completed too: that is no progress.
+        if consumer._committed_offset != state:
+            self.watchdog.committed()
 
     def on_rebalance_start(self, app: Any) -> dict:
         self.rebalance_started()
