@@ -193,6 +193,8 @@ class Processor:
             producer_acks=-1,
             producer_linger_ms=5,
         )
+        if conf.processing_guarantee == "at_least_once":  # exactly_once sends through its transactions
+            self.sender.producer = self.app.producer
         count_events = f"{conf.app_id}-label-count-events"
         # Before any topic is declared: the topics' conductor is built on the app's transport.
         transport = guarded_transport([settings.topics.raw, count_events])

@@ -57,11 +57,16 @@ class OutputSender:
         send_timeout_s: float,
         dead_letter_for: Callable[[Output, str, str], Output | None],
         client_options: dict[str, Any],
+        producer: Any = None,
     ) -> None:
         self.send_timeout_s = send_timeout_s
         self.client_options = client_options  # aiokafka options of the one-record-at-a-time producer
         # (refused output, reason, error) -> its dead letter; None when it cannot get any smaller
         self.dead_letter_for = dead_letter_for
+        # Faust's transport producer, a thin layer over aiokafka's send: a fifth of what topic.send
+        # costs per record (benchmarks/faust_event_cost.py). None: topic.send, which exactly_once
+        # needs (it picks the transaction's producer).
+        self.producer = producer
 
     async def send_all(self, outputs: list[Output], issued: asyncio.Future | None = None) -> None:
         """Send `outputs`, resolving `issued` once all are queued in the producer (order between
@@ -92,14 +97,7 @@ class OutputSender:
         try:
             for output in outputs:
                 try:
-                    futures.append(
-                        (
-                            output,
-                            await output.topic.send(
-                                key=output.key, value=output.value, timestamp=output.timestamp, force=True
-                            ),
-                        )
-                    )
+                    futures.append((output, await self._queue(output)))
                 except Exception as exc:  # refused before it was queued (size, metadata timeout)
                     failed.append((output, exc))
         finally:
@@ -108,6 +106,15 @@ class OutputSender:
         acks = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
         failed += [(o, a) for (o, _), a in zip(futures, acks, strict=True) if isinstance(a, Exception)]
         return failed
+
+    async def _queue(self, output: Output) -> Any:
+        """Queues one record in the producer; returns the future of its acknowledgement."""
+        if self.producer is None:
+            return await output.topic.send(
+                key=output.key, value=output.value, timestamp=output.timestamp, force=True
+            )
+        topic = output.topic.get_topic_name()
+        return await self.producer.send(topic, output.key, output.value, None, output.timestamp, None)
 
     async def _alone_or_dead_letter(self, too_large: list[tuple[Output, Exception]]) -> list[Output]:
         """Re-send each refused record in a request of its own; those refused alone become dead letters
