@@ -9,6 +9,10 @@ output of their batch is acknowledged by the broker, and so are the count events
 label counts (accumulated over batches, see aggregates.py); batches are acked strictly in order
 (Faust commits the highest contiguous acked offset). A worker that dies before that leaves the
 offsets uncommitted, so the partition's next owner classifies those tweets again.
+
+Its parts: the model in service and its hot swap (models.py), sending with retries and dead letters
+(sender.py), the label counts (aggregates.py), the consumer's commit guards (faust_consumer.py) and
+the exit deadlines (watchdog.py).
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from tweetpulse.contracts import (
     LABELS,
     MAX_TAG_CHARS,
     DeadLetter,
-    ModelAnnouncement,
     RawTweet,
     SentimentResult,
     aggregate_tags,
@@ -45,13 +48,13 @@ from tweetpulse.contracts import (
 from tweetpulse.processors import metrics
 from tweetpulse.processors.aggregates import PendingCounts, WindowTags
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
-from tweetpulse.processors.classifier import Classifier, Prediction, load_classifier
+from tweetpulse.processors.classifier import Classifier, Prediction
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key, parse_raw
 from tweetpulse.processors.exits import EXIT_AGENT_CRASHED, fatal
 from tweetpulse.processors.faust_consumer import guarded_transport
+from tweetpulse.processors.models import ServedModel, load_production
 from tweetpulse.processors.sender import Output, OutputSender
 from tweetpulse.processors.watchdog import Limits, Watchdog
-from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import ProcessorSettings, Settings
 
@@ -141,9 +144,8 @@ class Processor:
 
         self.settings = settings
         self.conf = conf = settings.processor
-        self.classifier = classifier
+        self.model = ServedModel(settings, classifier)
         self.inference = ThreadPoolExecutor(conf.inference_workers, thread_name_prefix="inference")
-        self.loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
         self.next_offsets: dict[Any, int] = {}
         self.window_tags = WindowTags(conf.agg_max_tags, timedelta(seconds=conf.agg_expires_s))
@@ -213,7 +215,6 @@ class Processor:
         ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))
         self._wire()
         self.app.sensors.add(_WorkerSensor(self.watchdog, self.send_counts_soon))
-        metrics.MODEL.info({"version": classifier.version, "provider": classifier.provider})
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class Processor:
         app = self.app
         app.agent(self.raw_topic, name="classify")(_exit_on_crash(self._classify_agent))
         app.agent(self.count_events, name="count-labels")(_exit_on_crash(self._count_agent))
-        app.task(self._watch_models)
+        app.task(self.model.watch)
         app.timer(self.conf.lag_interval_s)(self._update_lag)
         app.timer(COUNTS_TICK_S)(self._send_counts_if_due)
         app.page("/livez")(self._live_view)
@@ -289,7 +290,7 @@ class Processor:
                 continue
             await slots.acquire()
             batch = self._take()
-            classifier = self.classifier  # one model per batch: a swap takes effect at the next batch
+            classifier = self.model.classifier  # one model per batch: a swap takes effect at the next batch
             inference: asyncio.Future | None = None
             if batch.good:
                 texts = [tweet.text for _, tweet in batch.good]
@@ -509,78 +510,6 @@ class Processor:
         size = self.conf.agg_window_s
         return datetime.fromtimestamp(timestamp - timestamp % size, UTC)
 
-    # -- model hot swap -----------------------------------------------------------------------
-
-    async def _watch_models(self) -> None:
-        """Follows the compacted models topic (no consumer group: every worker reads all of it).
-
-        An announcement is only a hint to look: the worker serves what the registry's PRODUCTION
-        pointer names, so a forged or stale record can never make it load another version. Nothing
-        read here can stop the worker: errors are logged, counted, and the watch starts again.
-        """
-        backoff = 1.0
-        while True:
-            try:
-                await self._follow_announcements()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("model watch failed; retrying", extra={"error": str(exc), "retry_s": backoff})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-
-    async def _follow_announcements(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        tp = TopicPartition(self.settings.topics.models, 0)
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_options(self.settings.kafka))
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            announced = False
-            while await consumer.position(tp) < end:  # catch up: one look at the registry for all of it
-                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    announced = _is_announcement(record.value) or announced
-            if announced:
-                await self.swap_to_production()
-            async for record in consumer:
-                if _is_announcement(record.value):
-                    await self.swap_to_production()
-        finally:
-            await consumer.stop()
-
-    async def swap_to_production(self) -> bool:
-        """Load, verify and warm the registry's production version off the event loop, then serve it from
-        the next batch on. Any failure keeps the current model serving (logged, and counted)."""
-        loop = asyncio.get_running_loop()
-        try:
-            new = await loop.run_in_executor(self.loader, self._load_production_if_new)
-        except Exception as exc:  # ArtifactError, or anything a broken artifact makes a library raise
-            metrics.MODEL_SWAPS.labels("refused").inc()
-            log.error(
-                "model refused; the current one keeps serving",
-                extra={"serving": self.classifier.version, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            return False
-        if new is None:
-            return False
-        old, self.classifier = self.classifier, new
-        metrics.MODEL_SWAPS.labels("swapped").inc()
-        metrics.MODEL.info({"version": new.version, "provider": new.provider})
-        log.info("model swapped", extra={"from": old.version, "to": new.version})
-        return True
-
-    def _load_production_if_new(self) -> Classifier | None:
-        registry = ModelRegistry(self.settings.registry.root)
-        version = registry.production()
-        if version is None or version == self.classifier.version:
-            return None
-        c = self.conf
-        artifact = registry.load(version)
-        return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
-
     # -- monitoring ---------------------------------------------------------------------------
 
     async def _update_lag(self) -> None:
@@ -611,8 +540,8 @@ class Processor:
         return {
             "worker": self.worker_name,
             "app_id": self.conf.app_id,
-            "model_version": self.classifier.version,
-            "provider": self.classifier.provider,
+            "model_version": self.model.classifier.version,
+            "provider": self.model.classifier.provider,
             "assigned_partitions": assigned,
             "rebalancing": bool(self.app.rebalancing),
             "processed_offsets": {f"{tp.topic}:{tp.partition}": o for tp, o in self.next_offsets.items()},
@@ -638,7 +567,7 @@ class Processor:
         return self._health(self.readiness())
 
     def _health(self, problem: str | None) -> Any:
-        body = {"ok": problem is None, "model_version": self.classifier.version}
+        body = {"ok": problem is None, "model_version": self.model.classifier.version}
         if problem is not None:
             body["problem"] = problem
         return self.app.web.json(body, status=200 if problem is None else 503)
@@ -665,7 +594,7 @@ class Processor:
 
     def close(self) -> None:
         self.inference.shutdown(wait=False)
-        self.loader.shutdown(wait=False)
+        self.model.close()
         if self.conf.datadir is None:
             shutil.rmtree(self.datadir, ignore_errors=True)
 
@@ -689,16 +618,6 @@ def _count_event(key: bytes | None, value: bytes | None) -> tuple[str, str, int]
     if label not in LABELS or not 0 < count <= 1_000_000 or not 0 < len(tag) <= MAX_TAG_CHARS:
         return None
     return tag, label, count
-
-
-def _is_announcement(value: bytes | None) -> bool:
-    try:
-        ModelAnnouncement.from_bytes(value or b"")
-    except Exception as exc:  # ContractError, or anything a hostile record makes the parser raise
-        metrics.MODEL_SWAPS.labels("bad-announcement").inc()
-        log.error("bad model announcement ignored", extra={"error": str(exc)[:300]})
-        return False
-    return True
 
 
 def _exit_on_crash(agent: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -744,13 +663,6 @@ class _WorkerSensor(Sensor):
     def on_rebalance_start(self, app: Any) -> dict:
         self.rebalance_started()
         return super().on_rebalance_start(app)
-
-
-def load_production(settings: Settings) -> Classifier:
-    """The registry's production model, verified and warmed; :class:`ArtifactError` if there is none."""
-    c = settings.processor
-    artifact = ModelRegistry(settings.registry.root).load()
-    return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
 
 
 def run_worker(settings: Settings, on_ready: Callable[[Processor], None] | None = None) -> int:
