@@ -20,6 +20,12 @@ RECORDS_PER_KEY = 3  # a count event, the table's changelog record, the aggregat
 TWEETS_PER_RECORD = 10  # the count records of a flush stay at most 1 per 10 tweets counted (<= 1.1 per tweet)
 
 
+def window_start(timestamp: float, window_s: int) -> float:
+    """The start (epoch seconds) of the tumbling window `timestamp` falls in: the one rule for both
+    the worker's pending counts and the count agent."""
+    return timestamp - timestamp % window_s
+
+
 class PendingCounts:
     """Counts of classified tweets not yet sent, per window start (epoch seconds) and ``tag|label``.
 
@@ -42,7 +48,7 @@ class PendingCounts:
         counts = Counter(keys)
         if not counts:
             return None
-        window = now - now % self.window_s
+        window = window_start(now, self.window_s)
         self._windows.setdefault(window, Counter()).update(counts)
         self._tweets += tweets
         if self._since is None:

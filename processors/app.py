@@ -46,7 +46,7 @@ from tweetpulse.contracts import (
     utcnow,
 )
 from tweetpulse.processors import metrics
-from tweetpulse.processors.aggregates import PendingCounts, WindowTags
+from tweetpulse.processors.aggregates import PendingCounts, WindowTags, window_start
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier, Prediction
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key, parse_raw
@@ -507,8 +507,7 @@ class Processor:
             )
 
     def _window_start(self, timestamp: float) -> datetime:
-        size = self.conf.agg_window_s
-        return datetime.fromtimestamp(timestamp - timestamp % size, UTC)
+        return datetime.fromtimestamp(window_start(timestamp, self.conf.agg_window_s), UTC)
 
     # -- monitoring ---------------------------------------------------------------------------
 

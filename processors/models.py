@@ -92,18 +92,17 @@ class ServedModel:
         version = registry.production()
         if version is None or version == self.classifier.version:
             return None
-        c = self.settings.processor
-        artifact = registry.load(version)
-        return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
+        return load_production(self.settings, version)
 
     def close(self) -> None:
         self.loader.shutdown(wait=False)
 
 
-def load_production(settings: Settings) -> Classifier:
-    """The registry's production model, verified and warmed; :class:`ArtifactError` if there is none."""
+def load_production(settings: Settings, version: str | None = None) -> Classifier:
+    """The registry's production model (or `version`), verified, warmed and served as the settings
+    say; :class:`ArtifactError` if there is none."""
     c = settings.processor
-    artifact = ModelRegistry(settings.registry.root).load()
+    artifact = ModelRegistry(settings.registry.root).load(version)
     return load_classifier(artifact, c.provider, c.model_variant, c.intra_op_threads(), c.inference_chunk)
 
 
