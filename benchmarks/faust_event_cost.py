@@ -6,6 +6,9 @@ group, timed from its first record to its N-th, with nothing else done per recor
 - ``aiokafka``: a plain AIOKafkaConsumer ``getmany`` loop, the client Faust's default transport wraps;
 - ``faust``: one Faust agent, ``take_events(512)``, events acked as the worker's agent acks them
   (Faust's stream, event, ack and commit machinery over the aiokafka transport);
+- ``faust-lean``: the same with the worker's own consumer (processors/faust_consumer.py), which
+  delivers each record inline instead of racing every delivery against a flow stop, and its monitor
+  (processors/monitor.py), which keeps no statistics per record;
 - ``faust-send``: the same, plus one ``topic.send`` per event (Faust's per-message produce path);
 - ``faust-producer``: the same, sending through Faust's transport producer (``app.producer.send``,
   a thin layer over aiokafka's ``send``) instead of ``topic.send``;
@@ -34,7 +37,7 @@ from typing import Any
 from tweetpulse.bench.machine import machine_info
 from tweetpulse.settings import Settings
 
-VARIANTS = ("aiokafka", "faust", "faust-send", "faust-producer", "faust-confluent")
+VARIANTS = ("aiokafka", "faust", "faust-lean", "faust-send", "faust-producer", "faust-confluent")
 BATCH = 512
 VALUE = json.dumps({"id": "0", "text": "x" * 120, "source": "synthetic"}).encode()  # a tweet's size
 
@@ -108,8 +111,10 @@ def _faust(settings: Settings, variant: str, topic: str, records: int, out: Path
     import faust
 
     from tweetpulse.processors.brokers import broker_urls, faust_credentials
+    from tweetpulse.processors.monitor import WorkerMonitor
 
     transport = "confluent" if variant == "faust-confluent" else "kafka"
+    lean = {"monitor": WorkerMonitor()} if variant == "faust-lean" else {}
     app = faust.App(
         f"cost-{uuid.uuid4().hex[:8]}",
         broker=[url.replace("kafka://", f"{transport}://") for url in broker_urls(settings.kafka)],
@@ -121,7 +126,12 @@ def _faust(settings: Settings, variant: str, topic: str, records: int, out: Path
         consumer_auto_offset_reset="earliest",
         topic_partitions=6,
         datadir=str(out.parent / "faust"),
+        **lean,
     )
+    if variant == "faust-lean":  # before any topic: the conductor is built on the app's transport
+        from tweetpulse.processors.faust_consumer import guarded_transport
+
+        app.transport = guarded_transport([topic])(app.conf.broker_consumer, app)
     source, sink = app.topic(topic), app.topic(f"{topic}-out")
     state = {"seen": 0, "started": 0.0}
 

@@ -27,14 +27,23 @@ Each of these lets a commit pass offsets whose tweets never got a result. For th
    while Faust's flow was stopped, dropped unprocessed, were skipped for good (measured: a kill -9
    of one of two workers lost 404 to 613 of 1,500 tweets in about one run in three: every tweet
    the dead worker had read on a partition before its first commit, and more).
+
+It also delivers each fetched record without Faust's per-record race (``_drain_messages``): Faust
+wraps every delivery in ``wait_first(callback(message), suspend_flow.wait())``, four new tasks and an
+``asyncio.wait`` per record, more than half of Faust's own cost per event (benchmarks/faust_event_cost.py:
+137 -> 64 us per event with monitor.py). Here the delivery runs inline after one loop turn, and only a
+delivery that has to wait (a full stream buffer, a stopped flow, the producer buffer, a
+resubscription) is raced against a flow stop as Faust does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
@@ -111,6 +120,53 @@ class GaplessConsumer(faust_aiokafka.Consumer):
                 self._gap[tp].addi(start, message.offset)
             yield tp, message
 
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop (faust/transport/consumer.py ``_drain_messages``, 0.15.3), delivering
+        each record inline: a delivery only pays for the race with a flow stop when it has to wait."""
+        callback, getmany = self.callback, self.getmany
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(faust_consumer.CONSUMER_FETCHING)
+                records = getmany(timeout=1.0)
+                await asyncio.sleep(0)  # getmany can return at once, again and again
+                if self.should_stop:
+                    continue
+                async for tp, message in records:
+                    # One loop turn per record, as Faust's race gives: the streams drain their buffers
+                    # and a rebalance stops the flow between two records (delivering a fetch's
+                    # records in one go lost tweets at a rebalance, about one kill -9 test in three).
+                    await asyncio.sleep(0)
+                    offset, last = message.offset, read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # read before (a seek back): Faust drops it the same way
+                    if last and offset - last > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await self._deliver(callback(message))
+                    read_offset[tp] = offset
+                self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+        finally:
+            self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+
+    async def _deliver(self, delivery: Coroutine[Any, Any, Any]) -> None:
+        """Runs a delivery's first step inline; one that suspends finishes raced against a flow stop
+        (a rebalance), which abandons it as Faust does (the seek after the rebalance reads it again)."""
+        try:
+            waiting_on = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_finish_driving(delivery, waiting_on), self.suspend_flow.wait())
+
     async def _seek_back(self) -> None:
         if not self._refetch:
             return
@@ -126,6 +182,32 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = offset
             self._verifying[tp] = (offset, self.app.consumer_generation_id)
             self._suspected.pop(tp, None)
+
+
+async def _finish_driving(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+    """Drives `coro` on from a step that yielded `waiting_on`, as an asyncio Task would: wait until
+    that future is done, then resume; a cancellation cancels what it waits on and is thrown in."""
+    while True:
+        try:
+            if isinstance(waiting_on, asyncio.Future):
+                waiting_on._asyncio_future_blocking = False
+                await asyncio.wait([waiting_on])
+            else:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if isinstance(waiting_on, asyncio.Future):
+                waiting_on.cancel()
+            try:
+                coro.throw(asyncio.CancelledError())
+            except (StopIteration, asyncio.CancelledError):
+                pass
+            else:
+                coro.close()
+            raise
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
 
 
 def guarded_transport(topics: Iterable[str]) -> type:

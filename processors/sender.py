@@ -49,8 +49,21 @@ class Output:
     timestamp: float | None = None  # epoch seconds; None: the time it is sent
 
 
+@dataclass
+class Delivery:
+    """Outputs queued in the producer, each with the future of its acknowledgement, and those the
+    producer refused before queueing them; ``deadline`` ends the retries (monotonic seconds)."""
+
+    queued: list[tuple[Output, Any]]
+    refused: list[tuple[Output, Exception]]
+    deadline: float
+
+
 class OutputSender:
-    """Sends lists of outputs and waits for every acknowledgement (at-least-once)."""
+    """Queues lists of outputs in the producer, then waits for every acknowledgement (at-least-once).
+
+    The two steps are apart so that a caller can queue batch after batch in order (each output
+    partition gets them in input order) while earlier ones are still being acknowledged."""
 
     def __init__(
         self,
@@ -68,16 +81,29 @@ class OutputSender:
         # needs (it picks the transaction's producer).
         self.producer = producer
 
-    async def send_all(self, outputs: list[Output], issued: asyncio.Future | None = None) -> None:
-        """Send `outputs`, resolving `issued` once all are queued in the producer (order between
-        batches), and return when the broker acknowledged each one or its dead letter."""
-        deadline = time.monotonic() + self.send_timeout_s
+    async def send_all(self, outputs: list[Output]) -> None:
+        """Queue `outputs` and return once the broker acknowledged each one or its dead letter."""
+        await self.delivered(await self.queue(outputs))
+
+    async def queue(self, outputs: list[Output]) -> Delivery:
+        """Queue every output in the producer, in order."""
+        delivery = Delivery([], [], time.monotonic() + self.send_timeout_s)
+        for output in outputs:
+            try:
+                delivery.queued.append((output, await self._queue(output)))
+            except Exception as exc:  # refused before it was queued (size, metadata timeout)
+                delivery.refused.append((output, exc))
+        return delivery
+
+    async def delivered(self, delivery: Delivery) -> None:
+        """Wait until the broker acknowledged each output of `delivery` or its dead letter; transient
+        failures are sent again with backoff until the delivery's deadline."""
         backoff = BACKOFF_START_S
-        failed = await self._send(outputs, issued)
+        failed = await self._failures(delivery)
         while failed:
             too_large = [(o, e) for o, e in failed if type(e).__name__ in TOO_LARGE]
             others = [(o, e) for o, e in failed if type(e).__name__ not in TOO_LARGE]
-            self._refuse_if_misconfigured(others, final=time.monotonic() >= deadline)
+            self._refuse_if_misconfigured(others, final=time.monotonic() >= delivery.deadline)
             metrics.SEND_RETRIES.inc()
             retry = [o for o, _ in others] + await self._alone_or_dead_letter(too_large)
             if others:
@@ -87,25 +113,14 @@ class OutputSender:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-            failed = await self._send(retry, None)
+            again = await self.queue(retry)
+            failed = await self._failures(Delivery(again.queued, again.refused, delivery.deadline))
 
-    async def _send(
-        self, outputs: list[Output], issued: asyncio.Future | None
-    ) -> list[tuple[Output, Exception]]:
-        futures: list[tuple[Output, Any]] = []
-        failed: list[tuple[Output, Exception]] = []
-        try:
-            for output in outputs:
-                try:
-                    futures.append((output, await self._queue(output)))
-                except Exception as exc:  # refused before it was queued (size, metadata timeout)
-                    failed.append((output, exc))
-        finally:
-            if issued is not None and not issued.done():
-                issued.set_result(None)  # queued in the producer: the next batch may send
-        acks = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
-        failed += [(o, a) for (o, _), a in zip(futures, acks, strict=True) if isinstance(a, Exception)]
-        return failed
+    @staticmethod
+    async def _failures(delivery: Delivery) -> list[tuple[Output, Exception]]:
+        acks = await asyncio.gather(*(f for _, f in delivery.queued), return_exceptions=True)
+        failed = [(o, a) for (o, _), a in zip(delivery.queued, acks, strict=True) if isinstance(a, Exception)]
+        return delivery.refused + failed
 
     async def _queue(self, output: Output) -> Any:
         """Queues one record in the producer; returns the future of its acknowledgement."""

@@ -125,45 +125,57 @@ def test_tweets_are_counted_under_rule_tags_else_hashtags_else_none() -> None:
     assert aggregate_tags(plain.rule_tags, plain.text) == ["untagged"]
 
 
-def test_window_tags_cap_each_window_and_forget_expired_windows() -> None:
-    from datetime import UTC, datetime, timedelta
+def test_a_window_counts_at_most_max_tags_tags_and_the_rest_under_other() -> None:
+    from tweetpulse.processors.aggregates import OTHER_TAG, add_counts, label_counts
 
-    from tweetpulse.processors.aggregates import OTHER_TAG, WindowTags
+    increment = label_counts(
+        0.0, 60, {"tweets": {"positive": 5}, "tags": {f"t{i}": {"positive": 1} for i in range(5)}}
+    )
+    total = add_counts({}, increment, max_tags=3)
+    assert total["tags"] == {
+        "t0": {"positive": 1},
+        "t1": {"positive": 1},
+        "t2": {"positive": 1},
+        OTHER_TAG: {"positive": 2},
+    }
+    again = add_counts(total, increment, max_tags=3)  # counted tags keep their own key
+    assert again["tags"]["t1"] == {"positive": 2} and again["tags"][OTHER_TAG] == {"positive": 4}
+    assert again["tweets"] == {"positive": 10} and total["tweets"] == {"positive": 5}  # total is not changed
 
-    tags = WindowTags(max_tags=3, expires=timedelta(minutes=10))
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    admitted = [tags.admit(f"tag{i}", start) for i in range(1000)]
-    assert admitted[:3] == ["tag0", "tag1", "tag2"] and set(admitted[3:]) == {OTHER_TAG}
-    assert tags.admit("tag1", start) == "tag1"  # already counted: keeps its own key
-    for minute in range(1, 120):
-        tags.admit("x", start + timedelta(minutes=minute))
-    assert len(tags) <= 3 + 11  # only the windows of the last 10 minutes are held
 
-
-def test_pending_counts_are_due_once_their_tweets_pay_for_the_records_or_a_window_closes() -> None:
+def test_pending_counts_are_due_after_the_flush_interval_or_once_a_window_closes() -> None:
     asyncio.run(_pending_counts())
 
 
 async def _pending_counts() -> None:
-    from tweetpulse.processors.aggregates import RECORDS_PER_KEY, TWEETS_PER_RECORD, PendingCounts
+    from tweetpulse.processors.aggregates import PendingCounts
 
-    counts = PendingCounts(window_s=60, flush_s=5.0)
+    counts = PendingCounts(window_s=60, flush_s=5.0, max_tags=100)
     assert counts.take() is None and not counts.due(0.0)
-    per_key = RECORDS_PER_KEY * TWEETS_PER_RECORD  # tweets that pay for one key's records
-    sent = counts.add(["a|positive"] * (per_key - 1), per_key - 1, now=120.0)
-    assert sent is not None and not counts.due(120.5)  # 29 tweets do not pay for 3 records yet
-    assert counts.add(["a|positive"], 1, now=120.6) is sent  # one flush carries both
-    assert counts.due(120.6)
-    windows, taken = counts.take()
-    assert taken is sent and windows == {120.0: {"a|positive": per_key}}
+    sent = counts.add([(["#a"], "positive")] * 29, now=120.0)
+    assert sent is not None and not counts.due(124.9)
+    assert counts.add([(["#a", "#b"], "negative")], now=121.0) is sent  # one flush carries both
+    assert counts.due(125.0)  # the oldest waited flush_s
+    (increment,), taken = counts.take()
+    assert taken is sent and increment.window_start.timestamp() == 120.0
+    assert increment.tweets == {"positive": 29, "negative": 1}
+    assert increment.tags == {"#a": {"positive": 29, "negative": 1}, "#b": {"negative": 1}}
     assert counts.take() is None  # taken: nothing pending, nothing due
-    assert counts.add([], 3, now=121.0) is None  # tweets without counts (dead letters) wait for nothing
+    assert counts.add([], now=121.0) is None  # a batch without results (dead letters) waits for nothing
 
-    counts.add(["b|negative"], 1, now=170.0)
-    assert not counts.due(174.9) and counts.due(175.0)  # the oldest waited flush_s
-    counts.take()
-    counts.add(["b|negative"], 1, now=179.0)
+    counts.add([(["x"], "negative")], now=179.0)
     assert counts.due(180.0)  # its window [120, 180) closed: sent before flush_s
-    counts.add(["b|negative", "c|negative"], 1, now=181.0)
-    windows, _ = counts.take()
-    assert windows == {120.0: {"b|negative": 1}, 180.0: {"b|negative": 1, "c|negative": 1}}
+    counts.add([(["x"], "negative")], now=181.0)
+    increments, _ = counts.take()
+    assert [i.window_start.timestamp() for i in increments] == [120.0, 180.0]
+
+
+def test_a_count_event_outside_its_timestamps_window_or_off_contract_is_refused() -> None:
+    from tweetpulse.processors.aggregates import count_event, label_counts
+
+    event = label_counts(120.0, 60, {"tweets": {"positive": 1}, "tags": {"#a": {"positive": 1}}}).to_bytes()
+    assert count_event(event, 150.0, 60) is not None
+    assert count_event(event, 181.0, 60) is None  # counted in another window than it says
+    assert count_event(b'{"tweets": {"positive": -1}}', 150.0, 60) is None
+    assert count_event(event.replace(b'"positive"', b'"neutral"'), 150.0, 60) is None
+    assert count_event(b"\xff", 150.0, 60) is None and count_event(None, 150.0, 60) is None

@@ -23,6 +23,7 @@ MAX_TEXT_CHARS = (
 
 MAX_RULE_TAGS = 32  # tags per tweet; X attaches one per matching filtered-stream rule
 MAX_TAG_CHARS = 64
+MAX_AGGREGATE_TAG_CHARS = MAX_TAG_CHARS + 1  # "#" and a hashtag of up to 64 characters
 MAX_ERROR_CHARS = 1_024  # a dead letter's error text
 
 # Everything a producer can put in a message is bounded, so that no valid input makes an output (a
@@ -214,6 +215,31 @@ class DriftEvent(_Contract):
     detected_at: datetime = Field(default_factory=utcnow)
 
 
+Count = Annotated[int, Field(ge=0, le=10**12)]
+AggregateTag = Annotated[str, Field(min_length=1, max_length=MAX_AGGREGATE_TAG_CHARS)]
+
+
+class LabelCounts(_Contract):
+    """Tweets per label in one tumbling window, in all and per aggregate tag (:func:`aggregate_tags`;
+    a tweet counts once under each of its tags).
+
+    On ``tweets.sentiment.agg`` (key: ``window_start``) each record is the window's running total, so
+    the last record per key is the total. A worker's count events (its internal topic) carry the
+    same shape as increments, which the count agent adds up.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    window_start: datetime
+    window_end: datetime
+    tweets: dict[Label, Count]
+    tags: dict[AggregateTag, dict[Label, Count]]
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> bytes:
+        return self.window_start.isoformat().encode()
+
+
 CONTRACTS: dict[str, type[_Contract]] = {
     "raw-tweet": RawTweet,
     "sentiment-result": SentimentResult,
@@ -221,6 +247,7 @@ CONTRACTS: dict[str, type[_Contract]] = {
     "model-announcement": ModelAnnouncement,
     "labeled-tweet": LabeledTweet,
     "drift-event": DriftEvent,
+    "label-counts": LabelCounts,
 }
 
 
@@ -264,5 +291,6 @@ def aggregate_tags(rule_tags: list[str] | tuple[str, ...], text: str) -> list[st
     dashboard): its rule tags, else its first #hashtags (lower-cased, with the #), else 'untagged'."""
     if rule_tags:
         return list(dict.fromkeys(rule_tags))
-    hashtags = dict.fromkeys(f"#{tag.lower()}" for tag in _HASHTAG.findall(text))
+    # Lower-casing can lengthen a word ("İ"): a tag stays within the contracts' bound.
+    hashtags = dict.fromkeys(f"#{tag.lower()}"[:MAX_AGGREGATE_TAG_CHARS] for tag in _HASHTAG.findall(text))
     return list(hashtags)[:MAX_HASHTAG_TAGS] or [UNTAGGED]

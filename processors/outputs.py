@@ -1,0 +1,121 @@
+"""The records a batch produces (results, dead letters, weak labels, count events), and the dead
+letters that replace records the broker refuses for their size."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tweetpulse.contracts import DeadLetter, LabelCounts, RawTweet, SentimentResult, utcnow
+from tweetpulse.processors import metrics
+from tweetpulse.processors.classifier import Prediction
+from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key
+from tweetpulse.processors.sender import Output
+from tweetpulse.retraining.weak_labels import WeakLabeler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The Faust topics a worker writes."""
+
+    sentiment: Any
+    dlq: Any
+    labeled: Any
+    count_events: Any
+
+
+class Outputs:
+    """Builds a batch's records; ``max_letter_bytes`` bounds the original bytes a dead letter keeps."""
+
+    def __init__(self, topics: Topics, max_letter_bytes: int, weak_labeler: WeakLabeler | None) -> None:
+        self.topics = topics
+        self.max_letter_bytes = max_letter_bytes
+        self.weak_labeler = weak_labeler  # hook (retraining): weak labels go out and are acked with results
+
+    def results(
+        self, good: list[tuple[Any, RawTweet]], predictions: list[Prediction], version: str, seconds: float
+    ) -> list[SentimentResult]:
+        per_tweet_ms = seconds * 1000 / len(good)
+        return [
+            SentimentResult(
+                id=tweet.id,
+                text=tweet.text,
+                label=prediction.label,
+                probabilities=prediction.probabilities,
+                model_version=version,
+                rule_tags=tweet.rule_tags,
+                source=tweet.source,
+                true_label=tweet.label,
+                ingested_at=tweet.ingested_at,
+                classified_at=utcnow(),
+                inference_ms=per_tweet_ms,
+            )
+            for (_, tweet), prediction in zip(good, predictions, strict=True)
+        ]
+
+    def result(self, msg: Any, result: SentimentResult) -> Output:
+        return Output(self.topics.sentiment, result.key, result.to_bytes(), msg)
+
+    def letter(self, msg: Any, bad: BadMessageError, max_bytes: int | None = None) -> DeadLetter:
+        """The dead letter of one raw message (a Faust message)."""
+        kept = self.max_letter_bytes if max_bytes is None else max_bytes
+        return dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value, kept)
+
+    def dead_letter(self, msg: Any, letter: DeadLetter) -> Output:
+        return Output(self.topics.dlq, dead_letter_key(msg.key), letter.to_bytes(), msg)
+
+    def inference_failed(
+        self, good: list[tuple[Any, RawTweet]], exc: Exception
+    ) -> list[tuple[Any, DeadLetter]]:
+        bad = BadMessageError("inference-error", f"model failed on this batch: {exc}")
+        return [(msg, self.letter(msg, bad)) for msg, _ in good]
+
+    def weak_labels(self, tweets: Iterable[RawTweet]) -> list[Output]:
+        if self.weak_labeler is None:
+            return []
+        labels = self.weak_labeler.label_all(tweets)
+        return [Output(self.topics.labeled, label.key, label.to_bytes()) for label in labels]
+
+    def count_event(self, increment: LabelCounts) -> Output:
+        """Stamped with its window's start, so that the count agent counts it in that window."""
+        return Output(
+            self.topics.count_events,
+            increment.key,
+            increment.to_bytes(),
+            None,
+            increment.window_start.timestamp(),
+        )
+
+    def replacement(self, refused: Output, reason: str, error: str) -> Output | None:
+        """The dead letter that replaces an output the broker refused for its size (see sender.py);
+        None when there is nothing smaller to send."""
+        if refused.topic is self.topics.dlq:  # a dead letter too large: keep no original bytes at all
+            if refused.source is None or b'"original_value_b64":""' in refused.value:
+                return None
+            letter = self.letter(refused.source, BadMessageError(reason, error), 0)
+            return Output(self.topics.dlq, dead_letter_key(refused.source.key), letter.to_bytes())
+        if refused.source is None:  # a count event or weak label: small by construction, so a config issue
+            return None
+        return self.dead_letter(refused.source, self.letter(refused.source, BadMessageError(reason, error)))
+
+    def observe(self, results: list[SentimentResult], letters: list[DeadLetter]) -> None:
+        """Metrics of a batch's outputs; a log line per dead letter."""
+        for result in results:
+            metrics.RESULTS_OUT.labels(result.label).inc()
+            latency = (result.classified_at - result.ingested_at).total_seconds()
+            metrics.END_TO_END_SECONDS.observe(max(latency, 0.0))
+        for letter in letters:
+            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+            log.warning(
+                "dead letter",
+                extra={
+                    "reason": letter.reason,
+                    "error": letter.error[:300],
+                    "partition": letter.source_partition,
+                    "offset": letter.source_offset,
+                },
+            )
