@@ -45,6 +45,21 @@ def test_classifier_returns_one_prediction_per_text_in_input_order(
     assert classifier.classify([]) == []
 
 
+def test_runs_are_cut_where_padding_costs_more_than_a_run_and_at_the_chunk_size(
+    tiny_model_registry: ModelRegistry,
+) -> None:
+    classifier = load_classifier(tiny_model_registry.load(), provider="cpu", variant="fp32", threads=1)
+    assert classifier.pad_budget >= 0  # calibrated on this host when loaded
+    classifier.chunk_size, classifier.pad_budget = 3, 2.0
+    lengths = [5, 5, 5, 5, 6, 9, 9, 30]
+    runs = [lengths[s] for s in classifier._chunks(lengths)]
+    # equal lengths share a run up to chunk_size; 1 x 1 token of padding fits the budget, 2 x 3 do not
+    assert runs == [[5, 5, 5], [5, 6], [9, 9], [30]]
+    assert classifier._chunks([]) == []
+    classifier.pad_budget = float("inf")  # padding is free: runs of chunk_size, as before
+    assert [lengths[s] for s in classifier._chunks(lengths)] == [[5, 5, 5], [5, 6, 9], [9, 30]]
+
+
 def test_classifier_serves_the_int8_graph_on_cpu_by_default(tiny_model_registry: ModelRegistry) -> None:
     classifier = load_classifier(tiny_model_registry.load(), provider="cpu", threads=1)
     assert classifier.model_path.name == "model.int8.onnx"
