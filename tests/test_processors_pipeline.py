@@ -240,7 +240,9 @@ def test_worker_classifies_every_labeled_tweet_once_like_the_model_does(
         totals[record.key()] = counts
     published = Counter()
     for counts in totals.values():
-        published.update({(tag, label): n for tag, labels in counts.tags.items() for label, n in labels.items()})
+        published.update(
+            {(tag, label): n for tag, labels in counts.tags.items() for label, n in labels.items()}
+        )
     assert published == expected_counts
     assert sum(sum(c.tweets.values()) for c in totals.values()) == len(tweets)
 
