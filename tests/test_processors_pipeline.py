@@ -372,6 +372,25 @@ def _processed(worker: Worker) -> int:
     return sum(status.get("processed_offsets", {}).values())
 
 
+def test_results_reach_each_output_partition_in_the_input_order_of_their_partition(
+    settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
+) -> None:
+    # Small batches and two model calls at once: calls finish out of order, sends must not.
+    worker = start_worker(TWEETPULSE_PROCESSOR__BATCH_SIZE="16")
+    wait_for_assignment([worker], settings.topics.partitions)
+    tweets = labeled_tweets(2000)
+    produce_tweets(settings, tweets)
+    source = {m.key(): (m.partition(), m.offset()) for m in consume_all(settings.topics.raw, len(tweets))}
+    results = consume_all(settings.topics.sentiment, len(tweets), timeout=120)
+    assert {m.key() for m in results} == set(source)
+    last: dict[tuple[int, int], int] = {}  # (output partition, input partition) -> its last input offset
+    for msg in results:  # a partition's records arrive in log order
+        partition, offset = source[msg.key()]
+        key = (msg.partition(), partition)
+        assert offset > last.get(key, -1), f"{msg.key()!r} overtook an earlier tweet of its partition"
+        last[key] = offset
+
+
 def test_two_workers_share_the_partitions_and_produce_a_result_for_every_input(
     settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
 ) -> None:
