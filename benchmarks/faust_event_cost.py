@@ -6,8 +6,8 @@ group, timed from its first record to its N-th, with nothing else done per recor
 - ``aiokafka``: a plain AIOKafkaConsumer ``getmany`` loop, the client Faust's default transport wraps;
 - ``faust``: one Faust agent, ``take_events(512)``, events acked as the worker's agent acks them
   (Faust's stream, event, ack and commit machinery over the aiokafka transport);
-- ``faust-lean``: the same with the worker's own consumer (processors/faust_consumer.py), which
-  delivers each record inline instead of racing every delivery against a flow stop, and its monitor
+- ``faust-lean``: the same with the worker's own consumer (processors/faust_consumer.py), which races
+  each delivery against a flow stop with one new task instead of four, and its monitor
   (processors/monitor.py), which keeps no statistics per record;
 - ``faust-send``: the same, plus one ``topic.send`` per event (Faust's per-message produce path);
 - ``faust-producer``: the same, sending through Faust's transport producer (``app.producer.send``,

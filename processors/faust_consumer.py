@@ -28,12 +28,14 @@ Each of these lets a commit pass offsets whose tweets never got a result. For th
    of one of two workers lost 404 to 613 of 1,500 tweets in about one run in three: every tweet
    the dead worker had read on a partition before its first commit, and more).
 
-It also delivers each fetched record without Faust's per-record race (``_drain_messages``): Faust
-wraps every delivery in ``wait_first(callback(message), suspend_flow.wait())``, four new tasks and an
-``asyncio.wait`` per record, more than half of Faust's own cost per event (benchmarks/faust_event_cost.py:
-137 -> 64 us per event with monitor.py). Here the delivery runs inline after one loop turn, and only a
-delivery that has to wait (a full stream buffer, a stopped flow, the producer buffer, a
-resubscription) is raced against a flow stop as Faust does.
+It also races each delivery against a flow stop more cheaply (``_deliver``): Faust's fetch loop wraps
+every record in ``wait_first(callback(message), suspend_flow.wait())``, four new tasks and an
+``asyncio.wait`` per record; here the delivery is still a task of its own (so its timing against a
+rebalance is Faust's), raced against one shared task that ends when the flow or the consumer stops.
+Faust's own cost per event with the worker's monitor, Faust's race vs this one: 136-154 vs 97-126 us
+(benchmarks/faust_event_cost.py, A/B pairs on a 2-core EPYC).
+Delivering records inline instead (~61 us) left holes after a rebalance (tweets lost, or, with the
+guards above, re-read by the thousand): not done.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         self._refetch: dict[Any, int] = {}  # tp -> offset to seek to before the next fetch
         self._verifying: dict[Any, tuple[int, int]] = {}  # tp -> (offset, generation) of a refetch
         self._refetched: set[tuple[Any, int, int]] = set()  # (tp, offset, generation) already refetched
+        self._flow_stop: asyncio.Future | None = None  # done once the flow or the consumer stops
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -121,8 +124,8 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             yield tp, message
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        """Faust's fetch loop (faust/transport/consumer.py ``_drain_messages``, 0.15.3), delivering
-        each record inline: a delivery only pays for the race with a flow stop when it has to wait."""
+        """Faust's fetch loop (faust/transport/consumer.py ``_drain_messages``, 0.15.3) with the
+        cheaper race of `_deliver`."""
         callback, getmany = self.callback, self.getmany
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -134,10 +137,6 @@ class GaplessConsumer(faust_aiokafka.Consumer):
                 if self.should_stop:
                     continue
                 async for tp, message in records:
-                    # One loop turn per record, as Faust's race gives: the streams drain their buffers
-                    # and a rebalance stops the flow between two records (delivering a fetch's
-                    # records in one go lost tweets at a rebalance, about one kill -9 test in three).
-                    await asyncio.sleep(0)
                     offset, last = message.offset, read_offset[tp]
                     if last is not None and offset < last:
                         continue  # read before (a seek back): Faust drops it the same way
@@ -159,13 +158,19 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
 
     async def _deliver(self, delivery: Coroutine[Any, Any, Any]) -> None:
-        """Runs a delivery's first step inline; one that suspends finishes raced against a flow stop
-        (a rebalance), which abandons it as Faust does (the seek after the rebalance reads it again)."""
-        try:
-            waiting_on = delivery.send(None)
-        except StopIteration:
-            return
-        await self.wait_first(_finish_driving(delivery, waiting_on), self.suspend_flow.wait())
+        """Faust's per-record race with one new task instead of four: the delivery runs as a task of its own
+        (as in Faust, so the timing against a rebalance is Faust's), raced against one shared task
+        that ends when the flow or the consumer stops, instead of three new waiters per record. A
+        delivery the stop overtakes is cancelled as Faust cancels it (the seek after the rebalance
+        reads the record again)."""
+        task = asyncio.ensure_future(delivery)
+        if self._flow_stop is None or self._flow_stop.done():
+            self._flow_stop = asyncio.ensure_future(self.wait_for_stopped(self.suspend_flow))
+        await asyncio.wait([task, self._flow_stop], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            raise task.exception()
 
     async def _seek_back(self) -> None:
         if not self._refetch:
@@ -182,32 +187,6 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = offset
             self._verifying[tp] = (offset, self.app.consumer_generation_id)
             self._suspected.pop(tp, None)
-
-
-async def _finish_driving(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
-    """Drives `coro` on from a step that yielded `waiting_on`, as an asyncio Task would: wait until
-    that future is done, then resume; a cancellation cancels what it waits on and is thrown in."""
-    while True:
-        try:
-            if isinstance(waiting_on, asyncio.Future):
-                waiting_on._asyncio_future_blocking = False
-                await asyncio.wait([waiting_on])
-            else:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            if isinstance(waiting_on, asyncio.Future):
-                waiting_on.cancel()
-            try:
-                coro.throw(asyncio.CancelledError())
-            except (StopIteration, asyncio.CancelledError):
-                pass
-            else:
-                coro.close()
-            raise
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
 
 
 def guarded_transport(topics: Iterable[str]) -> type:
