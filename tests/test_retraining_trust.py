@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from tweetpulse.contracts import MAX_TEXT_CHARS, LabeledTweet, SentimentResult
 from tweetpulse.kafka import producer_config
@@ -27,6 +27,7 @@ from tweetpulse.retraining.data import base_and_val, gather, read_labeled_tweets
 from tweetpulse.retraining.drift import MAX_EVENTS, MAX_VERSIONS, DriftDetector, DriftMonitor, Thresholds
 from tweetpulse.retraining.gate import load_baseline
 from tweetpulse.retraining.lineage import text_key, write_training_keys
+from tweetpulse.retraining.offsets import watermarks
 from tweetpulse.retraining.run import decisions, retrain_once
 from tweetpulse.settings import Settings
 
@@ -118,6 +119,7 @@ def test_labeled_read_ends_promptly_on_a_transactional_topic_without_reading_ope
     for i in range(30):
         tx.produce(settings.topics.labeled, key=f"t{i}".encode(), value=labeled(f"t{i}").to_bytes())
     tx.commit_transaction(30)  # each partition now ends with a commit marker, never delivered
+    wait_until_stable(settings, settings.topics.labeled)
     started = time.monotonic()
     read = read_labeled_tweets(settings, timeout=20)
     assert len(read.labels) == 30 and time.monotonic() - started < 10
@@ -132,6 +134,26 @@ def test_labeled_read_ends_promptly_on_a_transactional_topic_without_reading_ope
         assert time.monotonic() - started < 10
     finally:
         tx.abort_transaction(30)
+
+
+def wait_until_stable(settings: Settings, topic: str, timeout: float = 30) -> None:
+    """Wait for the commit markers: the broker writes them after commit_transaction returns, and a
+    read_committed reader ends at the last stable offset, which lags until then on a loaded host."""
+    consumers = {
+        level: Consumer(settings.kafka.confluent_config(**{"group.id": "probe", "isolation.level": level}))
+        for level in ("read_committed", "read_uncommitted")
+    }
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            stable, high = (watermarks(consumers[level], topic) for level in consumers)
+            if stable == high:
+                return
+            assert time.monotonic() < deadline, f"last stable offsets {stable} never reached {high}"
+            time.sleep(0.1)
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
 
 
 # -- the gate set is disjoint from both training sets -------------------------------------------------
