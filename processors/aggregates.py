@@ -24,6 +24,11 @@ from datetime import UTC, datetime, timedelta
 from tweetpulse.contracts import ContractError, LabelCounts
 
 OTHER_TAG = "(other)"  # what tags past the cap of a window are counted under
+# A window's counts travel as one record (count event, changelog, total): its tags stay below Kafka's
+# default max.message.bytes (1 MiB) however long or non-ASCII they are. A tag takes its UTF-8 bytes
+# plus about TAG_JSON_BYTES of JSON for its counts.
+MAX_TAG_BYTES = 900_000
+TAG_JSON_BYTES = 48
 
 # A window's counts as the table stores them: {"tweets": {label: n}, "tags": {tag: {label: n}}}.
 Totals = dict[str, dict]
@@ -35,25 +40,47 @@ def window_start(timestamp: float, window_s: int) -> float:
     return timestamp - timestamp % window_s
 
 
-def _count(tags: dict[str, dict[str, int]], tag: str, label: str, n: int, max_tags: int) -> None:
-    """Adds `n` to `tag`/`label`; a tag the window does not count yet and has no room for goes to
-    :data:`OTHER_TAG` (tags come from untrusted text: without a cap they would grow without bound)."""
-    if tag not in tags and len(tags) >= max_tags:
-        tag = OTHER_TAG
-    counts = tags.setdefault(tag, {})
-    counts[label] = counts.get(label, 0) + n
+def _tag_bytes(tag: str) -> int:
+    return len(tag.encode()) + TAG_JSON_BYTES
+
+
+class WindowCounts:
+    """One window's counts, in all and per tag. Tags come from untrusted text, so a window counts at
+    most `max_tags` of them and :data:`MAX_TAG_BYTES` of their text; a tag with no room left is
+    counted under :data:`OTHER_TAG`."""
+
+    def __init__(self, max_tags: int, totals: Mapping[str, dict] | None = None) -> None:
+        totals = totals or {}
+        self.max_tags = max_tags
+        self.tweets: dict[str, int] = dict(totals.get("tweets", {}))
+        self.tags: dict[str, dict[str, int]] = {t: dict(c) for t, c in totals.get("tags", {}).items()}
+        self.tag_bytes = sum(_tag_bytes(tag) for tag in self.tags)
+
+    def add_tweet(self, label: str, n: int = 1) -> None:
+        self.tweets[label] = self.tweets.get(label, 0) + n
+
+    def add_tag(self, tag: str, label: str, n: int = 1) -> None:
+        if tag not in self.tags:
+            if len(self.tags) >= self.max_tags or self.tag_bytes + _tag_bytes(tag) > MAX_TAG_BYTES:
+                tag = OTHER_TAG
+            if tag not in self.tags:
+                self.tag_bytes += _tag_bytes(tag)
+        counts = self.tags.setdefault(tag, {})
+        counts[label] = counts.get(label, 0) + n
+
+    def totals(self) -> Totals:
+        return {"tweets": self.tweets, "tags": self.tags}
 
 
 def add_counts(total: Mapping[str, dict], increment: LabelCounts, max_tags: int) -> Totals:
     """A window's running `total` (as the table stores it) plus a count event's `increment`."""
-    tweets = dict(total.get("tweets", {}))
+    window = WindowCounts(max_tags, total)
     for label, n in increment.tweets.items():
-        tweets[label] = tweets.get(label, 0) + n
-    tags = {tag: dict(counts) for tag, counts in total.get("tags", {}).items()}
+        window.add_tweet(label, n)
     for tag, counts in increment.tags.items():
         for label, n in counts.items():
-            _count(tags, tag, label, n, max_tags)
-    return {"tweets": tweets, "tags": tags}
+            window.add_tag(tag, label, n)
+    return window.totals()
 
 
 def count_event(value: bytes | None, timestamp: float, window_s: int) -> LabelCounts | None:
@@ -87,22 +114,21 @@ class PendingCounts:
         self.window_s = window_s
         self.flush_s = flush_s
         self.max_tags = max_tags
-        self._windows: dict[float, Totals] = {}
+        self._windows: dict[float, WindowCounts] = {}
         self._since: float | None = None  # when the oldest pending count was added
         self._sent: asyncio.Future[None] | None = None  # resolved once the pending counts are sent
 
     def add(self, tweets: Iterable[tuple[list[str], str]], now: float) -> asyncio.Future[None] | None:
         """Counts each (tags, label) tweet in the window of `now`; the future resolves once they are
         sent (None when there is nothing to count)."""
-        window: Totals | None = None
+        window: WindowCounts | None = None
         for tags, label in tweets:
             if window is None:
-                window = self._windows.setdefault(
-                    window_start(now, self.window_s), {"tweets": {}, "tags": {}}
-                )
-            window["tweets"][label] = window["tweets"].get(label, 0) + 1
+                start = window_start(now, self.window_s)
+                window = self._windows.setdefault(start, WindowCounts(self.max_tags))
+            window.add_tweet(label)
             for tag in tags:
-                _count(window["tags"], tag, label, 1, self.max_tags)
+                window.add_tag(tag, label)
         if window is None:
             return None
         if self._since is None:
@@ -121,7 +147,7 @@ class PendingCounts:
         sent; None when there are none."""
         if self._sent is None:
             return None
-        increments = [label_counts(start, self.window_s, totals) for start, totals in self._windows.items()]
+        increments = [label_counts(start, self.window_s, w.totals()) for start, w in self._windows.items()]
         taken = increments, self._sent
         self._windows, self._since, self._sent = {}, None, None
         return taken

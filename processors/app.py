@@ -14,6 +14,7 @@ The topology, top to bottom: the app, its topics and table, two agents (``classi
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import shutil
@@ -29,7 +30,7 @@ from tweetpulse.processors.aggregates import add_counts, count_event, label_coun
 from tweetpulse.processors.batching import Batcher, run_to_completion
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier
-from tweetpulse.processors.exits import EXIT_AGENT_CRASHED, fatal
+from tweetpulse.processors.exits import crashed, exit_on_failure
 from tweetpulse.processors.faust_consumer import guarded_transport
 from tweetpulse.processors.models import ServedModel, load_production
 from tweetpulse.processors.monitor import WorkerMonitor
@@ -54,6 +55,7 @@ class Worker:
         conf, names = settings.processor, settings.topics
         self.settings = settings
         self.stopping = False  # a stop was requested: label counts go out at once
+        self._sending_counts: asyncio.Task | None = None  # asyncio keeps only weak references to tasks
         self.datadir = conf.datadir or Path(tempfile.mkdtemp(prefix=f"tweetpulse-{conf.app_id}-"))
         self.watchdog = Watchdog(
             Limits(
@@ -142,11 +144,9 @@ class Worker:
                     continue
                 key = increment.window_start.isoformat()  # the event's timestamp is in this window
                 counts[key] = total = add_counts(counts[key].current(), increment, conf.agg_max_tags)
-                start = increment.window_start.timestamp()
+                window = label_counts(increment.window_start.timestamp(), conf.agg_window_s, total)
                 # Not forced: Faust publishes it before committing the count event's offset.
-                await aggregates.send(
-                    key=key.encode(), value=label_counts(start, conf.agg_window_s, total).to_bytes()
-                )
+                await aggregates.send(key=window.key, value=window.to_bytes())
 
         app.task(self.model.watch)
         app.timer(COUNTS_TICK_S)(self.batcher.send_counts_if_due)
@@ -171,8 +171,8 @@ class Worker:
         """Send the pending label counts from the worker's loop (safe to call from any thread)."""
 
         def send() -> None:
-            task = self.app.loop.create_task(self.batcher.send_counts())
-            task.add_done_callback(_exit_on_failure)
+            self._sending_counts = self.app.loop.create_task(self.batcher.send_counts())
+            self._sending_counts.add_done_callback(exit_on_failure("sending label counts"))
 
         self.app.loop.call_soon_threadsafe(send)
 
@@ -197,17 +197,9 @@ def exit_on_crash(agent: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Aw
         try:
             await agent(stream)
         except Exception as exc:
-            log.error("agent crashed", exc_info=exc, extra={"agent": agent.__name__})
-            fatal(EXIT_AGENT_CRASHED, f"agent {agent.__name__} crashed: {type(exc).__name__}: {exc}")
+            crashed(f"agent {agent.__name__}", exc)
 
     return run
-
-
-def _exit_on_failure(task: Any) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        exc = task.exception()
-        log.error("sending label counts failed", exc_info=exc)
-        fatal(EXIT_AGENT_CRASHED, f"sending label counts failed: {type(exc).__name__}: {exc}")
 
 
 def run_worker(settings: Settings, on_ready: Callable[[Worker], None] | None = None) -> int:

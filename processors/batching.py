@@ -8,7 +8,8 @@ A batch passes four stages, each a small task, strictly in input order:
    ``batch_size``: batches grow with the load, and the model never idles while tweets wait.
 3. send: waits for the batch's predictions, queues its records in the producer, adds its label
    counts. A batch's records are all queued before the next batch's, so every output partition gets
-   results in input order even when two model calls finish out of order.
+   results in input order even when two model calls finish out of order. (A record sent again, after
+   the producer gave up on it or alone for its size, lands after later batches' records.)
 4. deliver, then ack: once the broker acknowledged every record of the batch, and later its count
    event, its events are acked (Faust commits the highest contiguous acked offset).
 
@@ -20,6 +21,7 @@ partition's next owner classifies those tweets again (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -34,7 +36,7 @@ from tweetpulse.processors import metrics
 from tweetpulse.processors.aggregates import PendingCounts
 from tweetpulse.processors.classifier import Prediction
 from tweetpulse.processors.dlq import BadMessageError, parse_raw
-from tweetpulse.processors.exits import EXIT_AGENT_CRASHED, fatal
+from tweetpulse.processors.exits import exit_on_failure
 from tweetpulse.processors.models import ServedModel
 from tweetpulse.processors.outputs import Outputs
 from tweetpulse.processors.sender import Delivery, Output, OutputSender
@@ -88,11 +90,17 @@ async def run_to_completion(coro: Coroutine[Any, Any, Any]) -> Any:
     what is being queued or sent must be complete before the cancellation propagates.
     """
     task = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True  # the caller, perhaps more than once: `coro` still runs to its end
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 class Batcher:
@@ -139,13 +147,15 @@ class Batcher:
             for stage in (self._send_stage, self._deliver_stage, self._ack_stage)
         ]
         for task in stages:
-            task.add_done_callback(_exit_on_error)
+            task.add_done_callback(exit_on_failure("a batch stage"))
         try:
             yield self
         finally:
-            await run_to_completion(self._drain(model))
-            for task in stages:
-                task.cancel()
+            try:
+                await run_to_completion(self._drain(model))
+            finally:  # also when the drain is cancelled or fails: no stage outlives the agent
+                for task in stages:
+                    task.cancel()
 
     async def submit(self, events: list[Any]) -> None:
         """Parse one micro-batch and queue it for the model; waits while a full model batch is queued."""
@@ -172,8 +182,11 @@ class Batcher:
             return
         increments, sent = taken
         count_outputs = [self.outputs.count_event(increment) for increment in increments]
-        await run_to_completion(self.sender.send_all(count_outputs))  # its tweets wait for it
-        sent.set_result(None)
+        sending = asyncio.ensure_future(self.sender.send_all(count_outputs))
+        # The batches these count are acked once `sent` resolves; it fails with the send (the ack
+        # stage then ends the worker), and resolves even when the caller is cancelled meanwhile.
+        sending.add_done_callback(functools.partial(_settle, sent))
+        await run_to_completion(sending)
 
     # -- the stages -------------------------------------------------------------------------------
 
@@ -288,10 +301,11 @@ class Batcher:
             self._draining = False
 
 
-def _exit_on_error(task: asyncio.Future) -> None:
-    """A stage that fails is a bug or a broker that refuses for good: the worker ends, and the
-    partitions' next owner classifies the held tweets again."""
-    if not task.cancelled() and task.exception() is not None:
-        exc = task.exception()
-        log.error("batch failed", exc_info=exc)
-        fatal(EXIT_AGENT_CRASHED, f"a batch failed: {type(exc).__name__}: {exc}")
+def _settle(future: asyncio.Future, task: asyncio.Future) -> None:
+    """Resolves `future` as `task` ended."""
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(None)

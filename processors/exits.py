@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,3 +30,20 @@ def fatal(code: int, message: str, **extra: Any) -> None:
             handler.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def crashed(what: str, exc: BaseException) -> None:
+    """`what` raised: a bug. The worker ends rather than go on without the tweets it held, so the
+    partitions' next owner reads them again."""
+    log.error(f"{what} crashed", exc_info=exc)
+    fatal(EXIT_AGENT_CRASHED, f"{what} crashed: {type(exc).__name__}: {exc}")
+
+
+def exit_on_failure(what: str) -> Callable[[Any], None]:
+    """A task's done-callback: the worker ends (:func:`crashed`) if the task raised."""
+
+    def check(task: Any) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            crashed(what, task.exception())
+
+    return check

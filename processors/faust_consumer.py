@@ -154,6 +154,9 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         except asyncio.CancelledError:
             if not self.transport.app.should_stop:
                 raise
+        except Exception:
+            log.exception("the fetch loop failed")
+            raise
         finally:
             self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
 
@@ -165,11 +168,15 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         reads the record again)."""
         task = asyncio.ensure_future(delivery)
         if self._flow_stop is None or self._flow_stop.done():
+            if self._flow_stop is not None and not self._flow_stop.cancelled():
+                self._flow_stop.exception()  # retrieved: a stop is what it reports
             self._flow_stop = asyncio.ensure_future(self.wait_for_stopped(self.suspend_flow))
-        await asyncio.wait([task, self._flow_stop], return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            task.cancel()
-        elif not task.cancelled() and task.exception() is not None:
+        try:
+            await asyncio.wait([task, self._flow_stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the fetch loop itself is cancelled (a stop), as Faust's wait_first does
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()
 
     async def _seek_back(self) -> None:

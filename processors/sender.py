@@ -52,18 +52,18 @@ class Output:
 @dataclass
 class Delivery:
     """Outputs queued in the producer, each with the future of its acknowledgement, and those the
-    producer refused before queueing them; ``deadline`` ends the retries (monotonic seconds)."""
+    producer refused before queueing them."""
 
     queued: list[tuple[Output, Any]]
     refused: list[tuple[Output, Exception]]
-    deadline: float
 
 
 class OutputSender:
     """Queues lists of outputs in the producer, then waits for every acknowledgement (at-least-once).
 
     The two steps are apart so that a caller can queue batch after batch in order (each output
-    partition gets them in input order) while earlier ones are still being acknowledged."""
+    partition gets them in input order) while earlier ones are still being acknowledged. A record
+    sent again lands after the records queued since (at-least-once, keyed by tweet id)."""
 
     def __init__(
         self,
@@ -87,7 +87,7 @@ class OutputSender:
 
     async def queue(self, outputs: list[Output]) -> Delivery:
         """Queue every output in the producer, in order."""
-        delivery = Delivery([], [], time.monotonic() + self.send_timeout_s)
+        delivery = Delivery([], [])
         for output in outputs:
             try:
                 delivery.queued.append((output, await self._queue(output)))
@@ -97,13 +97,15 @@ class OutputSender:
 
     async def delivered(self, delivery: Delivery) -> None:
         """Wait until the broker acknowledged each output of `delivery` or its dead letter; transient
-        failures are sent again with backoff until the delivery's deadline."""
+        failures are sent again with backoff for ``send_timeout_s`` from the first one seen here (a
+        delivery that waited behind another's retries still gets its own)."""
         backoff = BACKOFF_START_S
         failed = await self._failures(delivery)
+        deadline = time.monotonic() + self.send_timeout_s
         while failed:
             too_large = [(o, e) for o, e in failed if type(e).__name__ in TOO_LARGE]
             others = [(o, e) for o, e in failed if type(e).__name__ not in TOO_LARGE]
-            self._refuse_if_misconfigured(others, final=time.monotonic() >= delivery.deadline)
+            self._refuse_if_misconfigured(others, final=time.monotonic() >= deadline)
             metrics.SEND_RETRIES.inc()
             retry = [o for o, _ in others] + await self._alone_or_dead_letter(too_large)
             if others:
@@ -113,8 +115,7 @@ class OutputSender:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-            again = await self.queue(retry)
-            failed = await self._failures(Delivery(again.queued, again.refused, delivery.deadline))
+            failed = await self._failures(await self.queue(retry))
 
     @staticmethod
     async def _failures(delivery: Delivery) -> list[tuple[Output, Exception]]:

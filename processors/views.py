@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ class WorkerViews:
     watchdog: Watchdog
     processed_offsets: dict[Any, int]  # tp -> next offset to classify (the batcher's)
     counts: Any  # the windowed label-counts table
-    worker_name: str = f"{socket.gethostname()}:{os.getpid()}"
+    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # at start
 
     def register(self) -> None:
         page = self.app.page
@@ -41,15 +41,16 @@ class WorkerViews:
 
     def status(self) -> dict[str, Any]:
         app = self.app
+        assigned = app.consumer.assignment()
         return {
             "worker": self.worker_name,
             "app_id": app.conf.id,
             "model_version": self.model.classifier.version,
             "provider": self.model.classifier.provider,
-            "assigned_partitions": self.raw_partitions(app.consumer.assignment()),
+            "assigned_partitions": self.raw_partitions(assigned),
             "rebalancing": bool(app.rebalancing),
-            "processed_offsets": {
-                f"{tp.topic}:{tp.partition}": o for tp, o in self.processed_offsets.items()
+            "processed_offsets": {  # of the partitions it holds now
+                f"{tp.topic}:{tp.partition}": o for tp, o in self.processed_offsets.items() if tp in assigned
             },
         }
 

@@ -158,6 +158,27 @@ def test_a_window_counts_at_most_max_tags_tags_and_the_rest_under_other() -> Non
     assert again["tweets"] == {"positive": 10} and total["tweets"] == {"positive": 5}  # total is not changed
 
 
+def test_a_window_of_long_non_ascii_tags_stays_one_record_below_kafkas_default_size_limit() -> None:
+    asyncio.run(_long_tags())
+
+
+async def _long_tags() -> None:
+    from tweetpulse.contracts import MAX_AGGREGATE_TAG_CHARS
+    from tweetpulse.processors.aggregates import OTHER_TAG, PendingCounts, add_counts, label_counts
+
+    # 5,000 hashtags of 65 three-byte letters: 1.18 MB as one record without a byte bound
+    tags = [f"#{i:05d}" + "漢" * (MAX_AGGREGATE_TAG_CHARS - 6) for i in range(5_000)]
+    counts = PendingCounts(window_s=60, flush_s=1.0, max_tags=5_000)
+    counts.add([(tags, "positive")], now=120.0)
+    (increment,), _ = counts.take()
+    assert len(increment.to_bytes()) < 1_000_000 < 1_048_588  # Kafka's default max.message.bytes
+    assert increment.tags[OTHER_TAG] == {"positive": 5_000 - (len(increment.tags) - 1)}
+    total = add_counts({}, increment, max_tags=5_000)
+    again = add_counts(total, increment, max_tags=5_000)
+    assert len(label_counts(120.0, 60, again).to_bytes()) < 1_000_000
+    assert sum(c["positive"] for c in again["tags"].values()) == 10_000  # nothing lost, only merged
+
+
 def test_pending_counts_are_due_after_the_flush_interval_or_once_a_window_closes() -> None:
     asyncio.run(_pending_counts())
 
@@ -194,3 +215,75 @@ def test_a_count_event_outside_its_timestamps_window_or_off_contract_is_refused(
     assert count_event(b'{"tweets": {"positive": -1}}', 150.0, 60) is None
     assert count_event(event.replace(b'"positive"', b'"neutral"'), 150.0, 60) is None
     assert count_event(b"\xff", 150.0, 60) is None and count_event(None, 150.0, 60) is None
+
+
+def test_acks_waiting_on_label_counts_resolve_with_the_send_if_it_fails_or_its_caller_is_cancelled() -> None:
+    asyncio.run(_count_sends())
+
+
+class _BrokerStandIn:
+    """The sender's one method the count path uses: fails, or waits until released."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error, self.release, self.sent = error, asyncio.Event(), []
+
+    async def send_all(self, outputs: list) -> None:
+        if self.error:
+            raise self.error
+        await self.release.wait()
+        self.sent += outputs
+
+
+async def _count_sends() -> None:
+    import time
+
+    from tweetpulse.processors.batching import Batcher
+    from tweetpulse.processors.outputs import Outputs, Topics
+    from tweetpulse.processors.watchdog import Limits, Watchdog
+    from tweetpulse.settings import ProcessorSettings
+
+    def batcher(sender: _BrokerStandIn) -> Batcher:
+        outputs = Outputs(Topics(None, None, None, "count-events"), 1024, None)
+        watchdog = Watchdog(Limits(30, 30, 30, 30))
+        return Batcher(ProcessorSettings(), None, None, outputs, sender, watchdog, urgent=lambda: False)
+
+    failing = batcher(_BrokerStandIn(ConnectionError("broker gone")))
+    counted = failing.counts.add([(["#a"], "positive")], now=time.time())
+    with pytest.raises(ConnectionError):
+        await failing.send_counts()
+    assert isinstance(counted.exception(), ConnectionError)  # the ack stage fails with it: the worker exits
+
+    slow = _BrokerStandIn()
+    stopping = batcher(slow)
+    counted = stopping.counts.add([(["#a"], "positive")], now=time.time())
+    caller = asyncio.ensure_future(stopping.send_counts())
+    await asyncio.sleep(0)
+    caller.cancel()  # a stop cancels the timer that sends them
+    await asyncio.sleep(0.01)
+    assert not counted.done()  # not sent yet
+    slow.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert counted.done() and counted.result() is None and len(slow.sent) == 1  # sent, then acked
+
+
+def test_what_is_being_sent_runs_to_its_end_however_often_its_caller_is_cancelled() -> None:
+    asyncio.run(_cancelled_twice())
+
+
+async def _cancelled_twice() -> None:
+    from tweetpulse.processors.batching import run_to_completion
+
+    finished = []
+
+    async def send() -> None:
+        await asyncio.sleep(0.05)
+        finished.append(True)
+
+    caller = asyncio.ensure_future(run_to_completion(send()))
+    for _ in range(2):  # Faust cancels an agent, then cancels it again while it stops
+        await asyncio.sleep(0.01)
+        caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert finished == [True]

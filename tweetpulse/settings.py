@@ -197,7 +197,8 @@ class ProcessorSettings(BaseModel):
     datadir: Path | None = None  # Faust state; None: a temporary folder per worker process
     agg_window_s: int = Field(60, ge=1, le=86_400)  # tumbling window of the label counts
     agg_expires_s: int = Field(600, ge=1, le=604_800)  # windows kept this long, then dropped
-    # Tags per window; more count as "(other)". A window's counts are one record (<= ~110 bytes a tag).
+    # Tags per window; more count as "(other)", as do tags past 900 KB of text (aggregates.MAX_TAG_BYTES):
+    # a window's counts are one record, below Kafka's default 1 MiB limit.
     agg_max_tags: int = Field(5_000, ge=1, le=50_000)
     agg_flush_s: float = Field(1.0, gt=0, le=600)  # label counts wait at most this long (commits with them)
     session_timeout_s: float = Field(30.0, gt=0)  # a dead worker's partitions move after this
