@@ -67,7 +67,7 @@ class WorkerViews:
     async def update_lag(self) -> None:
         """Consumer lag per assigned raw partition; a failure here must never crash the worker."""
         try:
-            self.watchdog.lag = await self._measure_lag()
+            self.watchdog.measured_lag(await self._measure_lag())
         except Exception:
             log.warning("could not measure consumer lag", exc_info=True)
 

@@ -49,6 +49,7 @@ class Watchdog:
         self.last_beat = now  # the event loop ran
         self.last_commit = now  # offsets committed (or partitions assigned: a fresh start)
         self.lag = 0  # messages behind the high watermark, summed over assigned partitions
+        self.lagging_since = now  # when the lag last rose from 0
         self.ready = False
         self._stop_deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
@@ -83,6 +84,11 @@ class Watchdog:
     def committed(self) -> None:
         self.last_commit = time.monotonic()
 
+    def measured_lag(self, lag: int) -> None:
+        if lag > 0 and self.lag == 0:
+            self.lagging_since = time.monotonic()  # an idle worker gets new work: its clock starts now
+        self.lag = lag
+
     def stop_requested(self) -> None:
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.limits.shutdown_grace_s
@@ -95,8 +101,10 @@ class Watchdog:
         now = time.monotonic()
         if now - self.last_beat > self.limits.stall_timeout_s:
             return f"event loop blocked for {now - self.last_beat:.0f} s"
-        if self.lag > 0 and now - self.last_commit > self.limits.liveness_timeout_s:
-            return f"no offset committed for {now - self.last_commit:.0f} s with lag {self.lag}"
+        # Lagging, and no commit for the timeout, counted from the lag's start if that came later.
+        waiting = now - max(self.last_commit, self.lagging_since)
+        if self.lag > 0 and waiting > self.limits.liveness_timeout_s:
+            return f"no offset committed for {waiting:.0f} s with lag {self.lag}"
         return None
 
     # -- checks ---------------------------------------------------------------------------------

@@ -287,3 +287,20 @@ async def _cancelled_twice() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert finished == [True]
+
+
+def test_an_idle_worker_is_live_when_work_arrives_and_not_once_it_lags_without_committing() -> None:
+    import time
+
+    from tweetpulse.processors.watchdog import Limits, Watchdog
+
+    watchdog = Watchdog(Limits(30, 30, 30, liveness_timeout_s=0.2))
+    time.sleep(0.3)  # idle longer than the timeout: no lag, nothing to commit
+    assert watchdog.liveness() is None
+    watchdog.measured_lag(500)  # tweets arrive
+    assert watchdog.liveness() is None  # its clock starts with the lag, not at its last commit
+    time.sleep(0.3)
+    watchdog.measured_lag(800)
+    assert "no offset committed" in (watchdog.liveness() or "")
+    watchdog.committed()
+    assert watchdog.liveness() is None

@@ -41,6 +41,20 @@ def test_splits_are_deterministic_for_a_seed_and_fingerprinted() -> None:
     assert (len(capped.train), len(capped.val)) == (30, 10)
 
 
+def test_a_training_example_whose_text_is_a_validation_text_is_left_out() -> None:
+    examples = [(f"tweet {i}", "positive" if i % 2 else "negative") for i in range(100)]
+    val = [("TWEET 3  https://t.co/x", "positive"), ("tweet 4", "negative"), ("unseen", "positive")]
+    splits = make_splits([*examples, ("Tweet 4", "negative")], val, seed=7)
+    assert {text.casefold() for text, _ in splits.train} == {f"tweet {i}" for i in range(100)} - {
+        "tweet 3",
+        "tweet 4",
+    }
+    assert splits.val == make_splits(examples, val, seed=7).val  # the validation set is never cut
+    duplicated = [(f"tweet {i % 50}", "negative") for i in range(100)]  # each text twice
+    held_out = make_splits(duplicated, None, 0.1, seed=7)
+    assert not {t for t, _ in held_out.train} & {t for t, _ in held_out.val}
+
+
 def test_balanced_splits_keep_equal_classes_before_the_cap_and_leave_validation_alone() -> None:
     examples = [(f"tweet {i}", "negative" if i % 10 < 7 else "positive") for i in range(1000)]
     splits = make_splits(examples, None, 0.1, seed=7, max_train=200, balance=True)

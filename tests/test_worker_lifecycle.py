@@ -70,7 +70,7 @@ def test_sigterm_stops_a_worker_whose_broker_froze_mid_stream_within_the_grace(
         producer = threading.Thread(target=produce_tweets, args=(settings, labeled_tweets(3000), 300.0))
         producer.start()
         wait_for(lambda: (worker.status() or {}).get("processed_offsets"), 60, "the first results", [worker])
-        assert worker.get("/livez") is not None
+        wait_for(lambda: worker.get("/livez") is not None, 30, "/livez to pass (offsets committed)", [worker])
         os.kill(broker_pid, signal.SIGSTOP)  # sends and commits now hang: a stuck batch
         wait_for(lambda: worker.get("/livez") is None, 30, "/livez to fail (lag, no commit)", [worker])
         stop_within_grace(worker)
