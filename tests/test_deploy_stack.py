@@ -18,7 +18,8 @@ host port, the processors' web ports on free host ports) and run in order:
   what the producer sent) and the survivors take over its partitions;
 - a new model version published to the shared volume and announced is served by every processor
   container without a restart;
-- teardown (`compose down -v`) leaves no container, network or volume of the project.
+- teardown (`compose down -v`) leaves no container, network or volume of the project; a stack that a
+  killed run left behind (no teardown ran) is removed by the next run.
 
 The model is NOT trained here (the trainer image brings torch and takes too long for CI): the
 models volume is seeded through deploy/compose.seed.yaml with tiny randomly initialised BERTs
@@ -35,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -180,6 +182,63 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 # --- the stack ---------------------------------------------------------------------------------------
 
+PROJECT_PREFIX = "tpdeploy"  # project names: tpdeploy<the pytest process id>x<random>
+PROJECT_LABEL = "com.docker.compose.project"
+
+
+def project_name() -> str:
+    return f"{PROJECT_PREFIX}{os.getpid()}x{uuid.uuid4().hex[:8]}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+LISTINGS = {  # kind -> docker's listing of ids; removal
+    "containers": (["ps", "-a", "-q"], ["rm", "--force", "--volumes"]),
+    "networks": (["network", "ls", "-q"], ["network", "rm"]),
+    "volumes": (["volume", "ls", "-q"], ["volume", "rm", "--force"]),
+}
+
+
+def project_resources(project: str) -> dict[str, list[str]]:
+    """The ids of a Compose project's containers, networks and volumes, found by its label."""
+    label = f"label={PROJECT_LABEL}={project}"
+    return {
+        kind: _run(["docker", *listing, "--filter", label], 60).stdout.split()
+        for kind, (listing, _) in LISTINGS.items()
+    }
+
+
+def remove_project(project: str) -> None:
+    """Every container, then network, then volume of a Compose project (no compose file needed)."""
+    for kind, ids in project_resources(project).items():
+        if ids:
+            _run(["docker", *LISTINGS[kind][1], *ids], 180)
+
+
+def remove_stacks_of_dead_runs() -> list[str]:
+    """Removes the stacks this module started in runs whose pytest process is gone, and returns their
+    names. A killed run never reaches its teardown, and `restart: unless-stopped` brings its
+    containers back whenever dockerd starts: one such stack ran a broker and three processors beside
+    this host's benchmarks for hours. Stacks of live runs (another checkout's tests) are left alone."""
+    listed = _run(["docker", "ps", "-a", "--format", f'{{{{.Label "{PROJECT_LABEL}"}}}}'], 60).stdout.split()
+    dead = sorted(
+        project
+        for project in set(listed)
+        if (match := re.fullmatch(rf"{PROJECT_PREFIX}(\d+)x[0-9a-f]+", project))
+        and not process_alive(int(match.group(1)))
+    )
+    for project in dead:
+        remove_project(project)
+    return dead
+
 
 @dataclass
 class Stack:
@@ -226,15 +285,7 @@ class Stack:
         return self.compose("logs", "--no-color", "--tail", "60", timeout=60, check=False).stdout
 
     def resources(self) -> dict[str, list[str]]:
-        label = f"label=com.docker.compose.project={self.project}"
-        return {
-            kind: _run(["docker", *cmd, "--filter", label], 60).stdout.split()
-            for kind, cmd in {
-                "containers": ["ps", "-a", "-q"],
-                "networks": ["network", "ls", "-q"],
-                "volumes": ["volume", "ls", "-q"],
-            }.items()
-        }
+        return project_resources(self.project)
 
     def down(self) -> None:
         if not self.down_done:
@@ -246,7 +297,8 @@ class Stack:
 def stack(images: dict[str, str], models: Models) -> Iterator[Stack]:
     cli = compose_cli()
     assert cli is not None
-    project = f"tpdeploy{uuid.uuid4().hex[:8]}"
+    remove_stacks_of_dead_runs()
+    project = project_name()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWEETPULSE_", "COMPOSE_"))}
     env.update(
@@ -391,6 +443,27 @@ def test_images_are_built_offline_and_the_processor_image_has_no_torch(images: d
     ).stdout.strip()
     assert kafka_user == "1000", "the apache/kafka image's user id, which the data volume expects"
     print(f"\nimage sizes (MB): { {k: v for k, v in FIGURES.items() if k.endswith('_mb')} }")
+
+
+def test_a_stack_left_by_a_killed_run_is_removed_and_one_of_a_live_run_is_kept(
+    images: dict[str, str],
+) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid now names a run that is gone
+    dead, live = f"{PROJECT_PREFIX}{ended.pid}x{uuid.uuid4().hex[:8]}", project_name()
+    try:
+        for project in (dead, live):
+            label = f"{PROJECT_LABEL}={project}"
+            _run(["docker", "create", "--label", label, images["kafka"]], 60)
+            _run(["docker", "network", "create", "--label", label, f"{project}_default"], 60)
+            _run(["docker", "volume", "create", "--label", label, f"{project}_models"], 60)
+        removed = remove_stacks_of_dead_runs()
+        assert dead in removed and live not in removed
+        assert project_resources(dead) == {"containers": [], "networks": [], "volumes": []}
+        assert all(len(ids) == 1 for ids in project_resources(live).values()), project_resources(live)
+    finally:
+        remove_project(dead)
+        remove_project(live)
 
 
 def test_every_service_is_healthy_by_its_own_healthcheck(stack: Stack) -> None:
