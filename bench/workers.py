@@ -29,6 +29,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_gone(pid: int) -> bool:
+    """Whether no process has this id (another user's process counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def worker_env(settings: Settings, app_id: str, registry_root: Path, **extra: str) -> dict[str, str]:
     """The environment of a worker that reads the topics of `settings` in consumer group `app_id`."""
     t = settings.topics

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
-from tweetpulse.bench.workers import WorkerError
+from tweetpulse.bench.workers import WorkerError, process_gone
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings, load_settings
 
@@ -101,14 +101,6 @@ def _workers_of(app_ids: set[str]) -> list[int]:
     return pids
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _setup(registry: ModelRegistry, kafka_bootstrap: str, log_dir: Path, **kwargs: float) -> PipelineSetup:
     settings: Settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
     env = {"TWEETPULSE_PROCESSOR__PROVIDER": "cpu"}
@@ -116,7 +108,7 @@ def _setup(registry: ModelRegistry, kafka_bootstrap: str, log_dir: Path, **kwarg
 
 
 def _assert_nothing_left(run: PipelineRun, kafka_bootstrap: str) -> None:
-    assert run.pids and all(_gone(pid) for pid in run.pids), run.pids
+    assert run.pids and all(process_gone(pid) for pid in run.pids), run.pids
     assert all(w.proc.returncode is not None for w in run.workers)
     assert _workers_of({run.app_id}) == []
     assert _topics_of(kafka_bootstrap, {run.token}) == []

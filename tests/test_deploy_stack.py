@@ -52,7 +52,7 @@ import jsonschema
 import pytest
 from confluent_kafka import Consumer
 
-from bench.workers import free_port
+from bench.workers import free_port, process_gone
 from tests.test_deploy import compose_cli
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import TopicSettings
@@ -190,16 +190,6 @@ def project_name() -> str:
     return f"{PROJECT_PREFIX}{os.getpid()}x{uuid.uuid4().hex[:8]}"
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 LISTINGS = {  # kind -> docker's listing of ids; removal
     "containers": (["ps", "-a", "-q"], ["rm", "--force", "--volumes"]),
     "networks": (["network", "ls", "-q"], ["network", "rm"]),
@@ -233,7 +223,7 @@ def remove_stacks_of_dead_runs() -> list[str]:
         project
         for project in set(listed)
         if (match := re.fullmatch(rf"{PROJECT_PREFIX}(\d+)x[0-9a-f]+", project))
-        and not process_alive(int(match.group(1)))
+        and process_gone(int(match.group(1)))
     )
     for project in dead:
         remove_project(project)
@@ -257,7 +247,7 @@ class Stack:
     def containers(self, service: str, all_states: bool = False) -> list[str]:
         """Container names of `service` in this project (running ones unless all_states)."""
         cmd = ["docker", "ps", "--format", "{{.Names}}"] + (["-a"] if all_states else [])
-        cmd += ["--filter", f"label=com.docker.compose.project={self.project}"]
+        cmd += ["--filter", f"label={PROJECT_LABEL}={self.project}"]
         cmd += ["--filter", f"label=com.docker.compose.service={service}"]
         return sorted(_run(cmd, 60).stdout.split())
 
