@@ -32,7 +32,7 @@ from test_processors_pipeline import (  # the processors' worker harness (tests/
 from tweetpulse.contracts import DriftEvent, LabeledTweet, RawTweet, SentimentResult
 from tweetpulse.kafka import create_topics, pipeline_topics, producer_config
 from tweetpulse.registry import ModelRegistry
-from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels
+from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels, text_key
 from tweetpulse.retraining.drift import DriftDetector, DriftMonitor, Thresholds
 from tweetpulse.retraining.gate import GateRules, Score, decide
 from tweetpulse.retraining.run import Decision, decisions, retrain_once
@@ -361,12 +361,16 @@ NEGATIVE_WORDS = {"hate", "sad", "sick", "worst", "sucks", "awful", "hurts", "te
 
 
 def clear_examples(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Examples whose words carry their label: easy enough for a few dozen LoRA steps."""
-    out = []
+    """Examples whose words carry their label (easy enough for a few dozen LoRA steps), each text once:
+    the gate set holds no text twice, so a file with repeats would give a smaller gate set than asked
+    for (the built-in tweets repeat some)."""
+    out, seen = [], set()
     for text, lab in examples:
         words = set(normalize_text(text).replace("!", " ").replace(".", " ").split())
         pos, neg = bool(words & POSITIVE_WORDS), bool(words & NEGATIVE_WORDS)
-        if (lab == "positive" and pos and not neg) or (lab == "negative" and neg and not pos):
+        clear = (lab == "positive" and pos and not neg) or (lab == "negative" and neg and not pos)
+        if clear and text_key(text) not in seen:
+            seen.add(text_key(text))
             out.append((text, lab))
     return out
 
