@@ -369,8 +369,8 @@ def clear_examples(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
         words = set(normalize_text(text).replace("!", " ").replace(".", " ").split())
         pos, neg = bool(words & POSITIVE_WORDS), bool(words & NEGATIVE_WORDS)
         clear = (lab == "positive" and pos and not neg) or (lab == "negative" and neg and not pos)
-        if clear and text_key(text) not in seen:
-            seen.add(text_key(text))
+        if clear and (key := text_key(text)) not in seen:
+            seen.add(key)
             out.append((text, lab))
     return out
 
