@@ -18,6 +18,7 @@ the count agent die between publishing a total and committing its count event, t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -93,15 +94,50 @@ def count_event(value: bytes | None, timestamp: float, window_s: int) -> LabelCo
     return increment if increment.window_start.timestamp() == window_start(timestamp, window_s) else None
 
 
+def next_total(stored: object, increment: LabelCounts, window_s: int, max_tags: int) -> LabelCounts:
+    """The window's new running total: what the table holds for it (`stored`, as read back from its
+    changelog, so untrusted too) plus `increment`. :class:`ContractError` when the stored value is no
+    window's counts or a sum would pass the contract's bound: the count agent skips that event."""
+    if not isinstance(stored, Mapping):
+        raise ContractError(f"the table holds a {type(stored).__name__} for this window, not its counts")
+    start = increment.window_start.timestamp()
+    total = label_counts(start, window_s, stored)  # validates what the changelog gave back
+    return label_counts(start, window_s, add_counts(totals_of(total), increment, max_tags))
+
+
+def totals_of(counts: LabelCounts) -> Totals:
+    """A window's counts as the table stores them."""
+    return {"tweets": dict(counts.tweets), "tags": {tag: dict(c) for tag, c in counts.tags.items()}}
+
+
 def label_counts(start: float, window_s: int, totals: Mapping[str, dict]) -> LabelCounts:
-    """The record of one window's counts (an increment or a total)."""
+    """The record of one window's counts (an increment or a total); :class:`ContractError` when a count
+    is past the contract's bound."""
     begin = datetime.fromtimestamp(start, UTC)
-    return LabelCounts(
-        window_start=begin,
-        window_end=begin + timedelta(seconds=window_s),
-        tweets=totals.get("tweets", {}),
-        tags=totals.get("tags", {}),
+    return LabelCounts.from_dict(
+        {
+            "window_start": begin,
+            "window_end": begin + timedelta(seconds=window_s),
+            "tweets": totals.get("tweets", {}),
+            "tags": totals.get("tags", {}),
+        }
     )
+
+
+class WriteBudget:
+    """Bytes per second a writer may send: `spend` waits once the writer is ahead of the rate by more
+    than one second's worth, so its output stays within `bytes_per_s` whatever its input does."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self._free_at = 0.0  # monotonic time when everything spent so far is paid for
+
+    async def spend(self, n: int) -> None:
+        now = time.monotonic()
+        self._free_at = max(self._free_at, now) + n / self.bytes_per_s
+        ahead = self._free_at - now - 1.0
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
 
 class PendingCounts:

@@ -25,8 +25,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tweetpulse.contracts import ContractError, LabelCounts
 from tweetpulse.processors import metrics
-from tweetpulse.processors.aggregates import add_counts, count_event, label_counts
+from tweetpulse.processors.aggregates import WriteBudget, count_event, next_total, totals_of
 from tweetpulse.processors.batching import Batcher, run_to_completion
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier
@@ -136,17 +137,15 @@ class Worker:
         @app.agent(count_events, name="count-labels")
         @exit_on_crash
         async def count_labels(stream: Any) -> None:
+            budget = WriteBudget(conf.agg_write_bytes_per_s)
             async for event in stream.events():
-                increment = count_event(event.value, event.message.timestamp, conf.agg_window_s)
-                if increment is None:
-                    metrics.DEAD_LETTERS.labels("bad-count-event").inc()
-                    log.warning("bad count event skipped", extra={"offset": event.message.offset})
+                window = self._count(event, counts)
+                if window is None:
                     continue
-                key = increment.window_start.isoformat()  # the event's timestamp is in this window
-                counts[key] = total = add_counts(counts[key].current(), increment, conf.agg_max_tags)
-                window = label_counts(increment.window_start.timestamp(), conf.agg_window_s, total)
+                record = window.to_bytes()
                 # Not forced: Faust publishes it before committing the count event's offset.
-                await aggregates.send(key=window.key, value=window.to_bytes())
+                await aggregates.send(key=window.key, value=record)
+                await budget.spend(2 * len(record))  # the total's changelog record and its publication
 
         app.task(self.model.watch)
         app.timer(COUNTS_TICK_S)(self.batcher.send_counts_if_due)
@@ -154,6 +153,25 @@ class Worker:
         self.views.register()
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
+
+    def _count(self, event: Any, counts: Any) -> LabelCounts | None:
+        """The window total after one count event, stored in the table; None for an event that is not
+        one (anyone can write to a topic, the table's changelog included): skipped and counted."""
+        conf = self.settings.processor
+        increment = count_event(event.value, event.message.timestamp, conf.agg_window_s)
+        try:
+            if increment is None:
+                raise ContractError("not a count event of the window its timestamp falls in")
+            key = increment.window_start.isoformat()  # the event's timestamp is in this window
+            window = next_total(counts[key].current(), increment, conf.agg_window_s, conf.agg_max_tags)
+        except ContractError as exc:
+            metrics.DEAD_LETTERS.labels("bad-count-event").inc()
+            log.warning(
+                "bad count event skipped", extra={"offset": event.message.offset, "error": str(exc)[:300]}
+            )
+            return None
+        counts[key] = totals_of(window)
+        return window
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         self.watchdog.committed()  # a fresh assignment restarts the liveness clock

@@ -2,8 +2,9 @@
 
 A batch passes four stages, each a small task, strictly in input order:
 
-1. ``submit`` (the agent): parse the micro-batch (dead letters apart) and queue it; it waits while a
-   full model batch is already queued, which holds the stream back.
+1. ``submit`` (the agent): parse the micro-batch (dead letters apart) on the parser thread, so that
+   no message's bytes cost the event loop (heartbeats, commits) more than a thread switch, and queue
+   it; it waits while a full model batch is already queued, which holds the stream back.
 2. model: a free model slot (``processor.inference_workers`` threads) takes everything queued, up to
    ``batch_size``: batches grow with the load, and the model never idles while tweets wait.
 3. send: waits for the batch's predictions, queues its records in the producer, adds its label
@@ -26,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -135,12 +136,14 @@ class Batcher:
         self._to_deliver: asyncio.Queue[tuple[Batch, Delivery, asyncio.Future | None]] = asyncio.Queue()
         self._to_ack: asyncio.Queue[tuple[Batch, asyncio.Future | None]] = asyncio.Queue()
         self._in_flight = asyncio.Semaphore(conf.inference_workers + BATCHES_IN_FLIGHT)
+        self._parser: Executor | None = None  # the parser thread, while the stages run
 
     @asynccontextmanager
     async def running(self, stream: Any) -> AsyncIterator[Batcher]:
         """The stages run while the agent iterates `stream`; on the way out (a stop), everything
         submitted is classified, sent, counted and acked before the agent ends."""
         self.stream = stream
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="parse")  # one: batches stay in order
         model = asyncio.ensure_future(self._model_stage())
         stages = [model] + [
             asyncio.ensure_future(stage())
@@ -156,6 +159,7 @@ class Batcher:
             finally:  # also when the drain is cancelled or fails: no stage outlives the agent
                 for task in stages:
                     task.cancel()
+                self._parser.shutdown(wait=False)
 
     async def submit(self, events: list[Any]) -> None:
         """Parse one micro-batch and queue it for the model; waits while a full model batch is queued."""
@@ -163,12 +167,17 @@ class Batcher:
             event.message.incref()  # take_events acks on leaving the loop body; this holds them
         metrics.MESSAGES_IN.inc(len(events))
         self.watchdog.taken(len(events))
-        self._waiting.append(parse_batch(events, self.conf, self.outputs))
-        self._waiting_events += len(events)
-        self._waiting_changed.set()
+        await run_to_completion(self._parse_and_queue(events))  # held events are queued, even on a stop
         while self._waiting_events >= self.conf.batch_size:  # back-pressure
             self._waiting_taken.clear()
             await self._waiting_taken.wait()
+
+    async def _parse_and_queue(self, events: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = await loop.run_in_executor(self._parser, parse_batch, events, self.conf, self.outputs)
+        self._waiting.append(batch)
+        self._waiting_events += len(events)
+        self._waiting_changed.set()
 
     async def send_counts_if_due(self) -> None:
         if self.urgent() or self._draining or self.counts.due(time.time()):

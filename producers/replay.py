@@ -5,6 +5,7 @@ A malformed line is reported (line number and reason), counted and skipped; the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -14,12 +15,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tweetpulse.contracts import RawTweet, describe_validation_error, utcnow
+from tweetpulse.contracts import IDENTIFIER, RawTweet, describe_validation_error, utcnow
 from tweetpulse.tweetfiles import BadRecord, Format, read_records
 
 log = logging.getLogger(__name__)
 
 MAX_BAD_LINE_LOGS = 100  # then only the count grows, so a garbage file cannot flood the log
+MAX_ID_CHARS = 64  # contracts.TweetId's max_length
+_ID_CHARS = re.compile(IDENTIFIER)
 
 
 @dataclass
@@ -70,15 +73,14 @@ def replay_tweets(
             if isinstance(rec, BadRecord):
                 _report_bad(path, rec, counts)
                 continue
-            suffix = "" if counts.passes == 1 else f":{counts.passes}"
             try:
                 if rec.tweet is not None:
-                    tweet = rec.tweet.model_copy(
-                        update={"id": rec.tweet.id + suffix, "ingested_at": utcnow()}
+                    tweet = rec.tweet.model_copy(  # no validation: loop_id keeps the id valid
+                        update={"id": loop_id(rec.tweet.id, counts.passes), "ingested_at": utcnow()}
                     )
                 else:
                     tweet = RawTweet(
-                        id=(rec.id or f"{prefix}{rec.line}") + suffix,
+                        id=loop_id(rec.id or f"{prefix}{rec.line}", counts.passes),
                         text=rec.text,
                         label=rec.label,
                         source="replay",
@@ -91,6 +93,19 @@ def replay_tweets(
             yield tweet
         if not loop or not produced_this_pass:
             return
+
+
+def loop_id(base: str, passes: int) -> str:
+    """``base`` on the first pass, ``base:<pass>`` after. Past the contract's length the head is kept
+    with a digest of the whole in place of the rest, so ids stay valid and distinct for any id and
+    any number of passes; an invalid id is left so, to be refused as on the first pass."""
+    if passes == 1:
+        return base
+    full = f"{base}:{passes}"
+    if len(full) <= MAX_ID_CHARS or len(base) > MAX_ID_CHARS or not _ID_CHARS.fullmatch(base):
+        return full
+    digest = hashlib.blake2b(full.encode(), digest_size=8).hexdigest()
+    return f"{full[: MAX_ID_CHARS - len(digest) - 1]}-{digest}"
 
 
 def _report_bad(path: Path, bad: BadRecord, counts: ReplayCounts) -> None:

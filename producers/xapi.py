@@ -7,11 +7,15 @@ against a proxy or the tests' loopback server.
 
 The stream reconnects with X's recommended backoffs (linear for network errors and server closes,
 exponential for HTTP errors, from one minute or until ``x-rate-limit-reset`` for 429). A reconnect may
-replay tweets; :class:`SeenIds` drops those, so with the idempotent sink each tweet lands once.
+replay tweets; :class:`SeenIds` drops those, so with the idempotent sink each tweet lands once. REST
+calls (rules, search) wait out 429s the same way (:class:`RateLimitWaits`), never longer than
+``rate_limit_wait_max_s``, in place of tweepy's own wait (unbounded, and an immediate recursive retry
+when the reset header is missing).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -64,6 +68,21 @@ class RebaseAdapter(HTTPAdapter):
 def route(session: requests.Session, base_url: str | None) -> None:
     if base_url and base_url.rstrip("/") != TWEEPY_HOST:
         session.mount(TWEEPY_HOST + "/", RebaseAdapter(base_url))
+
+
+def reset_at(value: str | None) -> float | None:
+    """``x-rate-limit-reset`` (epoch seconds) as a time; None when absent or not a plain number."""
+    try:
+        return float(int(value)) if value is not None else None
+    except (ValueError, OverflowError):  # garbage, or more digits than int() or a float takes
+        return None
+
+
+def drop_bad_reset(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A response hook: tweepy int()s ``x-rate-limit-reset``, so a malformed one would escape as a
+    ValueError; without it the 429 takes the no-header backoff."""
+    if "x-rate-limit-reset" in response.headers and reset_at(response.headers["x-rate-limit-reset"]) is None:
+        del response.headers["x-rate-limit-reset"]
 
 
 class SeenIds:
@@ -148,10 +167,8 @@ def parse_rule(text: str) -> tweepy.StreamRule:
     return tweepy.StreamRule(value=value, tag=tag or value)
 
 
-def rules_client(settings: TwitterSettings) -> tweepy.StreamingClient:
-    client = tweepy.StreamingClient(bearer_token(settings), wait_on_rate_limit=True)
-    route(client.session, settings.api_base_url)
-    return client
+def rules_client(settings: TwitterSettings) -> RulesClient:
+    return RulesClient(settings)
 
 
 def list_rules(client: tweepy.StreamingClient) -> list[tweepy.StreamRule]:
@@ -219,7 +236,69 @@ class Backoff:
         return self.http
 
 
-class FilteredStream(tweepy.StreamingClient):
+class RateLimitWaits:
+    """Retries a tweepy REST call after each 429: until ``x-rate-limit-reset`` but at most
+    ``rate_limit_wait_max_s``, or without that header per :class:`Backoff` (exponential, bounded). A
+    loop, not tweepy's recursion; ``stopped`` cuts a wait short and the 429 is raised."""
+
+    def __init__(
+        self, settings: TwitterSettings, stopped: threading.Event | None = None, counts: XCounts | None = None
+    ) -> None:
+        self.settings = settings
+        self.stopped = stopped if stopped is not None else threading.Event()
+        self.counts = counts
+
+    def call(self, send: Callable[[], Any], path: str) -> Any:
+        backoff = Backoff(self.settings)
+        while True:
+            try:
+                return send()
+            except tweepy.TooManyRequests as exc:
+                wait = backoff.after_http_error(429, reset_at(exc.response.headers.get("x-rate-limit-reset")))
+                if self.counts is not None:
+                    self.counts.rate_limited += 1
+                log.warning("X API rate limit", extra={"path": path, "wait_s": round(wait, 2)})
+                if self.stopped.wait(wait):
+                    raise
+
+
+class _WaitsOut429:
+    """Mixed in before a tweepy client (built with ``wait_on_rate_limit=False``, so each 429 raises
+    TooManyRequests): its REST calls go through ``self.waits``."""
+
+    waits: RateLimitWaits
+
+    def request(
+        self, method: str, path: str, params: Any = None, json: Any = None, user_auth: bool = False
+    ) -> Any:
+        send = functools.partial(super().request, method, path, params, json, user_auth)
+        return self.waits.call(send, path)
+
+
+def _prepare(client: tweepy.Client | tweepy.StreamingClient, settings: TwitterSettings) -> None:
+    route(client.session, settings.api_base_url)
+    client.session.hooks["response"].append(drop_bad_reset)
+
+
+class RulesClient(_WaitsOut429, tweepy.StreamingClient):
+    """The filtered stream's rules endpoints, with bounded 429 waits."""
+
+    def __init__(self, settings: TwitterSettings, stopped: threading.Event | None = None) -> None:
+        super().__init__(bearer_token(settings), wait_on_rate_limit=False)
+        _prepare(self, settings)
+        self.waits = RateLimitWaits(settings, stopped)
+
+
+class SearchClient(_WaitsOut429, tweepy.Client):
+    """The REST client for recent search, with bounded 429 waits."""
+
+    def __init__(self, settings: TwitterSettings, waits: RateLimitWaits) -> None:
+        super().__init__(bearer_token(settings), wait_on_rate_limit=False)
+        _prepare(self, settings)
+        self.waits = waits
+
+
+class FilteredStream(RulesClient):
     """The v2 filtered stream, reconnecting per :class:`Backoff` until :meth:`stop`.
 
     tweepy's own retry loop is cut short (every error disconnects) so the reconnect policy, the 429
@@ -227,13 +306,12 @@ class FilteredStream(tweepy.StreamingClient):
     """
 
     def __init__(self, settings: TwitterSettings, emitter: TweetEmitter) -> None:
-        super().__init__(bearer_token(settings), wait_on_rate_limit=True)
-        route(self.session, settings.api_base_url)
+        self._stopped = threading.Event()
+        super().__init__(settings, self._stopped)
         self.session.hooks["response"].append(self._remember_rate_limit)
         self.settings = settings
         self.emitter = emitter
         self.backoff = Backoff(settings)
-        self._stopped = threading.Event()
         self._error: tuple[str, int] | None = None
         self._reset_at: float | None = None
         self._failure: BaseException | None = None
@@ -272,8 +350,8 @@ class FilteredStream(tweepy.StreamingClient):
         super()._connect(method, endpoint, **kwargs)
 
     def _remember_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        reset = response.headers.get("x-rate-limit-reset")
-        self._reset_at = float(reset) if response.status_code == 429 and reset and reset.isdigit() else None
+        reset = reset_at(response.headers.get("x-rate-limit-reset"))
+        self._reset_at = reset if response.status_code == 429 else None
 
     def on_connect(self) -> None:
         self.backoff.reset()
@@ -309,49 +387,61 @@ class FilteredStream(tweepy.StreamingClient):
 
 
 class RecentSearch:
-    """Polls ``search_recent_tweets`` for new tweets (``since_id`` paging); tweepy waits out 429s."""
+    """Polls ``search_recent_tweets`` for new tweets (``since_id`` paging); 429s per RateLimitWaits."""
 
     def __init__(
         self, settings: TwitterSettings, emitter: TweetEmitter, query: str, tag: str | None = None
     ) -> None:
-        self.client = tweepy.Client(bearer_token(settings), wait_on_rate_limit=True)
-        route(self.client.session, settings.api_base_url)
+        self._stopped = threading.Event()
+        self.client = SearchClient(settings, RateLimitWaits(settings, self._stopped, emitter.counts))
         self.settings = settings
         self.emitter = emitter
         self.query = query
         self.tags = [tag or query]
         self.since_id: str | None = None
-        self._stopped = threading.Event()
 
     def poll_once(self) -> int:
-        """Fetch every page newer than the last poll; returns how many tweets came back."""
+        """Fetch the pages newer than the last poll, ``search_max_pages`` at most (a server that keeps
+        sending ``next_token`` cannot hold a poll forever); returns how many tweets came back."""
         seen, next_token, newest = 0, None, None
-        while True:
-            page = self.client.search_recent_tweets(
-                self.query,
-                since_id=self.since_id,
-                next_token=next_token,
-                max_results=self.settings.search_max_results,
-                tweet_fields=TWEET_FIELDS,
-                expansions=EXPANSIONS,
-                user_fields=USER_FIELDS,
-            )
-            meta = page.meta or {}
+        for _ in range(self.settings.search_max_pages):
+            meta, count = self._page(next_token)
             newest = newest or meta.get("newest_id")
-            for tweet in page.data or []:
-                self.emitter(tweet, self.tags)
-                seen += 1
+            seen += count
             next_token = meta.get("next_token")
             if not next_token:
                 break
+        else:  # older matches of this window are left behind: since_id moves past them
+            log.warning("search paging capped", extra={"pages": self.settings.search_max_pages})
         if newest:
             self.since_id = str(newest)
         return seen
 
+    def _page(self, next_token: str | None) -> tuple[dict[str, Any], int]:
+        """One page: its meta, and how many tweets it held (each handed to the emitter)."""
+        page = self.client.search_recent_tweets(
+            self.query,
+            since_id=self.since_id,
+            next_token=next_token,
+            max_results=self.settings.search_max_results,
+            tweet_fields=TWEET_FIELDS,
+            expansions=EXPANSIONS,
+            user_fields=USER_FIELDS,
+        )
+        tweets = page.data or []
+        for tweet in tweets:
+            self.emitter(tweet, self.tags)
+        return page.meta or {}, len(tweets)
+
     def run(self, interval: float | None = None) -> None:
         interval = self.settings.search_interval_s if interval is None else interval
         while not self._stopped.is_set():
-            count = self.poll_once()
+            try:
+                count = self.poll_once()
+            except tweepy.TooManyRequests:
+                if self._stopped.is_set():  # stop() cut a rate-limit wait short
+                    return
+                raise
             log.info("search polled", extra={"tweets": count, "since_id": self.since_id})
             self._stopped.wait(interval)
 

@@ -58,8 +58,8 @@ def write_training_keys(folder: Path, texts: Iterable[str]) -> Path:
 
 def training_lineage(artifact: ModelArtifact, settings: Settings) -> Lineage:
     """The training texts of a loaded (checksum-verified) model, recorded or rebuilt, else unknown."""
-    recorded = artifact.path / TRAINING_KEYS
-    if recorded.is_file():
+    recorded = artifact.file(TRAINING_KEYS)  # only a listed (verified) copy counts
+    if recorded is not None:
         return Lineage(frozenset(recorded.read_text().split()), "recorded")
     examples = rebuild_training_split(artifact.manifest, settings)
     if examples is None:

@@ -1,7 +1,8 @@
 """One retraining run: gather data, fine-tune and export a candidate, gate it, publish or keep production.
 
 Every decision (both scores, the reason, the versions, the data counts) is appended to
-``REGISTRY_ROOT/retrain-decisions.jsonl`` and logged.
+``REGISTRY_ROOT/retrain-decisions.jsonl`` (fsynced: a crash leaves at most a torn last line, which
+:func:`decisions` skips) and logged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tweetpulse.registry import ModelRegistry, announce_production
+from tweetpulse.registry import ModelRegistry, announce_production, append_line
 from tweetpulse.retraining.data import Gathered, gather
 from tweetpulse.retraining.gate import (
     Baseline,
@@ -235,9 +236,7 @@ def _score_production(baseline: Baseline, val: list, variant: str) -> Score | No
 def record(registry: ModelRegistry, decision: Decision) -> None:
     """Append the decision to the registry's decisions log and log it with both scores."""
     registry.root.mkdir(parents=True, exist_ok=True)
-    entry = asdict(decision)
-    with (registry.root / DECISIONS).open("a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    append_line(registry.root / DECISIONS, json.dumps(asdict(decision), sort_keys=True).encode())
     level = logging.ERROR if decision.action == "failed" else logging.INFO
     log.log(
         level,
@@ -254,6 +253,30 @@ def record(registry: ModelRegistry, decision: Decision) -> None:
 
 
 def decisions(registry_root: Path) -> list[dict[str, Any]]:
-    """Every recorded decision, oldest first."""
+    """Every recorded decision, oldest first. Unreadable lines (a write torn by a crash) are skipped
+    with one warning."""
     path = Path(registry_root) / DECISIONS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    entries: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    for number, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
+        entry = _decision_entry(line)
+        if entry is not None:
+            entries.append(entry)
+        elif line.strip():
+            skipped.append(number)
+    if skipped:
+        log.warning(
+            "retrain decisions: skipped unreadable lines",
+            extra={"path": str(path), "skipped": len(skipped), "first_line": skipped[0]},
+        )
+    return entries
+
+
+def _decision_entry(line: str) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 from conftest import TinyTrainingRun
 
-from tweetpulse.registry import ModelArtifact, ModelRegistry
+from tweetpulse.registry import VARIANTS, ModelArtifact, ModelRegistry
 from tweetpulse.retraining.lineage import TRAINING_KEYS, text_key
 from tweetpulse.settings import load_settings
 from tweetpulse.training.data import Example
 from tweetpulse.training.distill import Teacher, build_transfer_set, cached_logits
+from tweetpulse.training.export import SPEED_MARGIN
 
 pytest.importorskip("peft", reason="training needs the [train] extra")
 
@@ -70,6 +72,39 @@ def test_teacher_logits_are_cached_per_teacher_and_text_and_each_text_is_scored_
     other = CountingTeacher("v0008", "v0008-def-int8")  # another teacher never reads the first's logits
     cached_logits(other, ["a tweet"], cache=tmp_path)
     assert other.asked == ["a tweet"]
+
+
+def test_the_logits_cache_is_replaced_durably_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, fsynced = os.fsync, []
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
+    )
+    cached_logits(CountingTeacher("v0007", "v0007-abc-int8"), ["a tweet"], cache=tmp_path / "cache")
+    cache = (tmp_path / "cache").resolve()
+    *content, folder = map(Path, fsynced)
+    assert content == [cache / content[0].name]  # the new bytes, under a temporary name beside it...
+    assert content[0].name.startswith(".v0007-abc-int8.npz.") and folder == cache  # ...then its rename
+    assert [p.name for p in cache.iterdir()] == ["v0007-abc-int8.npz"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a zip", b"PK\x03\x04 truncated"], ids=["empty", "garbage", "torn"]
+)
+def test_an_unreadable_logits_cache_is_rescored_and_rewritten(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    teacher = CountingTeacher("v0007", "v0007-abc-int8")
+    (tmp_path / "v0007-abc-int8.npz").write_bytes(content)
+    first = cached_logits(teacher, ["a tweet", "another tweet"], cache=tmp_path)
+    assert sorted(teacher.asked) == ["a tweet", "another tweet"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "teacher logits cache unreadable; rescoring"
+    ]
+    again = cached_logits(teacher, ["a tweet", "another tweet"], cache=tmp_path)
+    assert len(teacher.asked) == 2  # the rewritten cache is read back
+    np.testing.assert_array_equal(again, first)
 
 
 def test_transfer_set_never_holds_a_validation_or_training_text(
@@ -130,8 +165,15 @@ def test_distilled_student_learns_from_a_registry_teacher_and_records_it(
     assert json.loads((artifact.path / "config.json").read_text())["num_hidden_layers"] == 3
     keys = set((artifact.path / TRAINING_KEYS).read_text().split())
     assert {text_key(t) for t in texts} <= keys  # the retrain gate never scores the transfer texts
-    export = manifest["export"]
-    assert export["texts_per_second"]["int8"] > 0 and export["int8_served"] in (True, False)
+    export, speed = manifest["export"], manifest["export"]["texts_per_second"]
+    served = export["int8_served"]
+    assert isinstance(served, bool) and speed["int8"] > 0
+    # Either outcome is right on a busy host; what must hold is that the int8 graph is published, and
+    # so served, exactly when it kept pace with fp32 (up to the recorded speeds' 0.1 rounding).
+    assert (VARIANTS["int8"] in manifest["files"]) is served
+    assert artifact.onnx_path("int8").name == VARIANTS["int8" if served else "fp32"]
+    margin = speed["int8"] - speed["fp32"] * (1 - SPEED_MARGIN)
+    assert abs(margin) < 0.1 or served is (margin > 0)
     assert list((tmp_path / "cache" / "tweetpulse" / "teacher-logits").glob("*.npz"))
 
 

@@ -140,11 +140,14 @@ def test_tweets_are_counted_under_rule_tags_else_hashtags_else_none() -> None:
     assert aggregate_tags(plain.rule_tags, plain.text) == ["untagged"]
 
 
+T0 = 1_700_000_040.0  # a window start (60 s windows) in the range contracts admit
+
+
 def test_a_window_counts_at_most_max_tags_tags_and_the_rest_under_other() -> None:
     from tweetpulse.processors.aggregates import OTHER_TAG, add_counts, label_counts
 
     increment = label_counts(
-        0.0, 60, {"tweets": {"positive": 5}, "tags": {f"t{i}": {"positive": 1} for i in range(5)}}
+        T0, 60, {"tweets": {"positive": 5}, "tags": {f"t{i}": {"positive": 1} for i in range(5)}}
     )
     total = add_counts({}, increment, max_tags=3)
     assert total["tags"] == {
@@ -169,13 +172,13 @@ async def _long_tags() -> None:
     # 5,000 hashtags of 65 three-byte letters: 1.18 MB as one record without a byte bound
     tags = [f"#{i:05d}" + "漢" * (MAX_AGGREGATE_TAG_CHARS - 6) for i in range(5_000)]
     counts = PendingCounts(window_s=60, flush_s=1.0, max_tags=5_000)
-    counts.add([(tags, "positive")], now=120.0)
+    counts.add([(tags, "positive")], now=T0 + 120)
     (increment,), _ = counts.take()
     assert len(increment.to_bytes()) < 1_000_000 < 1_048_588  # Kafka's default max.message.bytes
     assert increment.tags[OTHER_TAG] == {"positive": 5_000 - (len(increment.tags) - 1)}
     total = add_counts({}, increment, max_tags=5_000)
     again = add_counts(total, increment, max_tags=5_000)
-    assert len(label_counts(120.0, 60, again).to_bytes()) < 1_000_000
+    assert len(label_counts(T0 + 120, 60, again).to_bytes()) < 1_000_000
     assert sum(c["positive"] for c in again["tags"].values()) == 10_000  # nothing lost, only merged
 
 
@@ -187,34 +190,36 @@ async def _pending_counts() -> None:
     from tweetpulse.processors.aggregates import PendingCounts
 
     counts = PendingCounts(window_s=60, flush_s=5.0, max_tags=100)
-    assert counts.take() is None and not counts.due(0.0)
-    sent = counts.add([(["#a"], "positive")] * 29, now=120.0)
-    assert sent is not None and not counts.due(124.9)
-    assert counts.add([(["#a", "#b"], "negative")], now=121.0) is sent  # one flush carries both
-    assert counts.due(125.0)  # the oldest waited flush_s
+    assert counts.take() is None and not counts.due(T0)
+    sent = counts.add([(["#a"], "positive")] * 29, now=T0 + 120)
+    assert sent is not None and not counts.due(T0 + 124.9)
+    assert counts.add([(["#a", "#b"], "negative")], now=T0 + 121) is sent  # one flush carries both
+    assert counts.due(T0 + 125)  # the oldest waited flush_s
     (increment,), taken = counts.take()
-    assert taken is sent and increment.window_start.timestamp() == 120.0
+    assert taken is sent and increment.window_start.timestamp() == T0 + 120
     assert increment.tweets == {"positive": 29, "negative": 1}
     assert increment.tags == {"#a": {"positive": 29, "negative": 1}, "#b": {"negative": 1}}
     assert counts.take() is None  # taken: nothing pending, nothing due
-    assert counts.add([], now=121.0) is None  # a batch without results (dead letters) waits for nothing
+    assert counts.add([], now=T0 + 121) is None  # a batch without results (dead letters) waits for nothing
 
-    counts.add([(["x"], "negative")], now=179.0)
-    assert counts.due(180.0)  # its window [120, 180) closed: sent before flush_s
-    counts.add([(["x"], "negative")], now=181.0)
+    counts.add([(["x"], "negative")], now=T0 + 179)
+    assert counts.due(T0 + 180)  # its window [120, 180) closed: sent before flush_s
+    counts.add([(["x"], "negative")], now=T0 + 181)
     increments, _ = counts.take()
-    assert [i.window_start.timestamp() for i in increments] == [120.0, 180.0]
+    assert [i.window_start.timestamp() for i in increments] == [T0 + 120, T0 + 180]
 
 
 def test_a_count_event_outside_its_timestamps_window_or_off_contract_is_refused() -> None:
     from tweetpulse.processors.aggregates import count_event, label_counts
 
-    event = label_counts(120.0, 60, {"tweets": {"positive": 1}, "tags": {"#a": {"positive": 1}}}).to_bytes()
-    assert count_event(event, 150.0, 60) is not None
-    assert count_event(event, 181.0, 60) is None  # counted in another window than it says
-    assert count_event(b'{"tweets": {"positive": -1}}', 150.0, 60) is None
-    assert count_event(event.replace(b'"positive"', b'"neutral"'), 150.0, 60) is None
-    assert count_event(b"\xff", 150.0, 60) is None and count_event(None, 150.0, 60) is None
+    event = label_counts(
+        T0 + 120, 60, {"tweets": {"positive": 1}, "tags": {"#a": {"positive": 1}}}
+    ).to_bytes()
+    assert count_event(event, T0 + 150, 60) is not None
+    assert count_event(event, T0 + 181, 60) is None  # counted in another window than it says
+    assert count_event(b'{"tweets": {"positive": -1}}', T0 + 150, 60) is None
+    assert count_event(event.replace(b'"positive"', b'"neutral"'), T0 + 150, 60) is None
+    assert count_event(b"\xff", T0 + 150, 60) is None and count_event(None, T0 + 150, 60) is None
 
 
 def test_acks_waiting_on_label_counts_resolve_with_the_send_if_it_fails_or_its_caller_is_cancelled() -> None:

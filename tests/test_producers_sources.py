@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tweetpulse.contracts import RawTweet
-from tweetpulse.producers.replay import Pacer, ReplayCounts, replay_tweets
+from tweetpulse.producers.replay import Pacer, ReplayCounts, loop_id, replay_tweets
 from tweetpulse.producers.synthetic import TOPICS, SyntheticTweets
 
 
@@ -92,6 +93,50 @@ def test_loop_replays_with_distinct_ids_per_pass_until_the_limit(tmp_path: Path)
     ids = [t.id for t in replay_tweets(path, loop=True, limit=5, counts=counts)]
     assert ids == ["replay-two-1", "replay-two-2", "replay-two-1:2", "replay-two-2:2", "replay-two-1:3"]
     assert counts.passes == 3
+
+
+def test_loop_ids_stay_valid_however_long_the_file_id(tmp_path: Path) -> None:
+    contract = RawTweet(id="9" * 64, text="longest id", source="twitter")
+    files = [
+        write(tmp_path / "raw.jsonl", contract.model_dump_json() + "\n"),
+        write(tmp_path / "lab.jsonl", json.dumps({"text": "b", "label": 1, "id": "7" * 63}) + "\n"),
+    ]
+    for path in files:
+        tweets = list(replay_tweets(path, loop=True, limit=4))
+        assert len({t.id for t in tweets}) == 4, path
+        assert all(RawTweet.from_bytes(t.to_bytes()) == t for t in tweets)  # each id passes the contract
+
+
+def test_loop_id_is_bounded_and_distinct_for_any_pass() -> None:
+    base = "a" * 64
+    ids = [loop_id(base, n) for n in (2, 3, 10**6, 10**60)]
+    assert len(set(ids)) == 4
+    assert all(len(i) <= 64 and re.fullmatch(r"[A-Za-z0-9_.:-]+", i) for i in ids)
+    assert loop_id("a" * 60 + "b", 2) != loop_id("a" * 60 + "c", 2)  # ids differing past the kept head
+    assert (loop_id("x", 1), loop_id("x", 2)) == ("x", "x:2")
+    assert loop_id("has space" * 7, 2) == "has space" * 7 + ":2"  # invalid stays invalid, to be refused
+
+
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_a_csv_field_past_the_csv_field_size_limit_is_a_skipped_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    huge = "x" * (csv.field_size_limit() + 1)
+    row = '"{}","{}","Mon Apr 06","NO_QUERY","u","{}"'
+    rows = [row.format(0, 1, "sad"), row.format(4, 2, huge), row.format(4, 3, "glad")]
+    if where == "first":
+        rows.insert(0, rows.pop(1))
+    s140 = write(tmp_path / "s140.csv", "\n".join(rows) + "\n")  # format detected from line 1
+    plain = write(tmp_path / "plain.csv", f'text,label\nsad,negative\n"{huge}",positive\nglad,positive\n')
+    for path, bad_line in [(s140, rows.index(row.format(4, 2, huge)) + 1), (plain, 3)]:
+        counts = ReplayCounts()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tweetpulse.producers.replay"):
+            assert sorted(t.text for t in replay_tweets(path, counts=counts)) == ["glad", "sad"]
+        assert (counts.read, counts.malformed) == (2, 1)
+        assert [(r.line, r.reason) for r in caplog.records] == [
+            (bad_line, "unreadable CSV row: field larger than field limit (131072)")
+        ]
 
 
 def test_loop_over_a_file_without_good_lines_ends(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from xapi_server import Connection, XApiServer, make_tweet
@@ -41,6 +44,30 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.05)
     return predicate()
+
+
+def in_thread(fn: Callable[[], object], timeout: float = 20.0) -> object:
+    """``fn()``, in a daemon thread: a wait that would never end fails the test instead of hanging it."""
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=target, daemon=True)
+    runner.start()
+    runner.join(timeout)
+    assert not runner.is_alive(), f"still running after {timeout} s"
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def counting_emitter() -> xapi.TweetEmitter:
+    return xapi.TweetEmitter(lambda tweet: None, 1_000)
 
 
 def test_rules_are_added_replaced_listed_and_deleted(server: XApiServer) -> None:
@@ -186,3 +213,90 @@ def test_dedupe_window_never_holds_more_than_its_size() -> None:
         seen.add(str(n))
     assert len(seen) == 1_000
     assert not seen.add("49999") and seen.add("0")  # the newest are kept, the oldest forgotten
+
+
+def test_a_429_reset_far_off_is_waited_at_most_rate_limit_wait_max_s(server: XApiServer) -> None:
+    server.search_tweets = [make_tweet(n) for n in range(3)]
+    server.search_429s = 1
+    server.rate_limit_reset = 1_000_000  # eleven days away
+    emitter = counting_emitter()
+    search = xapi.RecentSearch(fast_twitter(server, rate_limit_wait_max_s=0.3), emitter, "q")
+    started = time.monotonic()
+    assert in_thread(search.poll_once) == 3
+    assert time.monotonic() - started >= 0.3
+    assert emitter.counts.rate_limited == 1 and len(server.search_requests) == 2
+
+
+def test_rules_calls_wait_out_429s_within_the_same_bound(server: XApiServer) -> None:
+    server.rules_429s = 2
+    server.rate_limit_reset = 1_000_000
+    client = xapi.rules_client(fast_twitter(server, rate_limit_wait_max_s=0.1))
+    assert in_thread(lambda: xapi.list_rules(client)) == []
+    assert server.rules_429s == 0
+
+
+def test_a_429_without_reset_headers_backs_off_exponentially_in_a_loop_not_recursion(
+    server: XApiServer,
+) -> None:
+    server.search_tweets = [make_tweet(0)]
+    server.search_429s = 4
+    server.rate_limit_reset = None
+    emitter = counting_emitter()
+    search = xapi.RecentSearch(fast_twitter(server, http_backoff_max_s=0.3), emitter, "q")
+    seen: list[tuple[float, int]] = []  # when each response came, and how deep the stack was
+    search.client.session.hooks["response"].append(
+        lambda response, *args, **kwargs: seen.append((time.monotonic(), len(inspect.stack(0))))
+    )
+    assert in_thread(search.poll_once) == 1
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(seen)]
+    assert len(gaps) == 4
+    assert all(gap >= wait * 0.9 for gap, wait in zip(gaps, [0.1, 0.2, 0.3, 0.3], strict=True)), gaps
+    assert len({depth for _, depth in seen}) == 1  # every retry from the same frame: a loop
+    assert emitter.counts.rate_limited == 4
+
+
+@pytest.mark.parametrize("reset", ["soon", "9" * 5_000])
+def test_a_malformed_reset_header_takes_the_backoff_instead_of_raising(
+    server: XApiServer, reset: str
+) -> None:
+    server.search_tweets = [make_tweet(0)]
+    server.search_429s = 1
+    server.rate_limit_reset = reset
+    emitter = counting_emitter()
+    search = xapi.RecentSearch(fast_twitter(server), emitter, "q")
+    assert in_thread(search.poll_once) == 1
+    assert emitter.counts.rate_limited == 1
+
+
+def test_reset_at_reads_only_whole_epoch_seconds() -> None:
+    assert xapi.reset_at("1700000000") == 1_700_000_000.0
+    for bad in [None, "", "soon", "1.5", "²", "9" * 4_000, "9" * 5_000]:
+        assert xapi.reset_at(bad) is None, bad
+
+
+def test_stop_cuts_a_rate_limit_wait_short(server: XApiServer) -> None:
+    server.search_429s = 1
+    server.rate_limit_reset = 3_600
+    search = xapi.RecentSearch(fast_twitter(server), counting_emitter(), "q")
+    stopping = threading.Thread(
+        target=lambda: (wait_for(lambda: len(server.search_requests) == 1), search.stop()), daemon=True
+    )
+    stopping.start()
+    in_thread(lambda: search.run(0.05), timeout=10)  # returns, without raising the 429
+    assert len(server.search_requests) == 1
+
+
+def test_search_paging_stops_at_search_max_pages(
+    server: XApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.search_tweets = [make_tweet(n) for n in range(45)]
+    server.search_endless = True  # a next_token on every page, even the empty ones past the end
+    twitter = fast_twitter(server, search_max_results=10, search_max_pages=3)
+    search = xapi.RecentSearch(twitter, counting_emitter(), "q")
+    with caplog.at_level(logging.WARNING, logger="tweetpulse.producers.xapi"):
+        assert in_thread(search.poll_once) == 30  # the newest three pages; the rest is left behind
+    assert len(server.search_requests) == 3
+    assert search.since_id == server.search_tweets[-1]["id"]
+    assert [r.message for r in caplog.records] == ["search paging capped"]
+    with pytest.raises(ValueError, match="search_max_pages"):
+        TwitterSettings(search_max_pages=0)

@@ -12,6 +12,7 @@ from tweetpulse.registry import (
     MANIFEST,
     POINTER,
     ArtifactError,
+    ModelArtifact,
     ModelRegistry,
     load_artifact,
     pad_token,
@@ -277,7 +278,64 @@ def test_unreadable_metrics_and_tokenizer_config_raise_artifact_errors(tmp_path:
     with pytest.raises(ArtifactError, match=r"tokenizer_config\.json"):
         pad_token(tmp_path)
     registry = ModelRegistry(tmp_path / "reg")
-    artifact = registry.load(registry.publish(export_folder(tmp_path, "a"), {}))
-    (artifact.path / "metrics.json").write_text('["not", "an", "object"]')
+    folder = export_folder(tmp_path, "a")
+    (folder / "metrics.json").write_text('["not", "an", "object"]')  # published: listed, checksums match
+    (folder / "tokenizer_config.json").write_text("[")
+    artifact = registry.load(registry.publish(folder, {}))
     with pytest.raises(ArtifactError, match=r"metrics\.json"):
         _ = artifact.metrics
+    with pytest.raises(ArtifactError, match=r"tokenizer_config\.json"):
+        _ = artifact.pad_token
+
+
+# -- only what the manifest lists is served ----------------------------------------------------------
+
+
+def _plant(folder: Path) -> None:
+    """Files dropped into a folder after publishing: a graph, a tokenizer config, metrics."""
+    (folder / "model.int8.onnx").write_bytes(b"a planted graph")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<planted>"}))
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": 1.0}))
+
+
+def test_an_unlisted_int8_graph_in_a_published_version_is_not_served(two_versions: ModelRegistry) -> None:
+    folder = two_versions.path("v0001")
+    _plant(folder)
+    artifact = two_versions.load("v0001")  # still loads: every listed file matches its checksum
+    assert artifact.onnx_path("int8") == folder / "model.onnx"  # the listed fp32 graph, not the plant
+    assert artifact.file("model.int8.onnx") is None
+
+
+def test_an_unlisted_tokenizer_config_in_a_published_version_is_not_read(two_versions: ModelRegistry) -> None:
+    _plant(two_versions.path("v0001"))
+    artifact = two_versions.load("v0001")
+    assert artifact.pad_token == "[PAD]"  # not the planted '<planted>'
+    assert artifact.metrics == {}
+
+
+def test_loading_warns_once_naming_the_unlisted_files(
+    two_versions: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    _plant(two_versions.path("v0001"))
+    two_versions.load("v0001")
+    [warning] = [r for r in caplog.records if "does not list" in r.getMessage()]
+    assert warning.unlisted == ["metrics.json", "model.int8.onnx", "tokenizer_config.json"]
+
+
+def test_listed_optional_files_are_served(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = export_folder(tmp_path, "a")
+    _plant(folder)  # before publishing: checksummed and listed like every other file
+    registry = ModelRegistry(tmp_path / "reg")
+    artifact = registry.load(registry.publish(folder, {}))
+    assert artifact.onnx_path("int8") == artifact.path / "model.int8.onnx"
+    assert artifact.pad_token == "<planted>" and artifact.metrics == {"accuracy": 1.0}
+    assert not [r for r in caplog.records if "does not list" in r.getMessage()]
+
+
+def test_an_unpublished_export_without_a_files_list_reads_its_own_folder(tmp_path: Path) -> None:
+    """What training and retraining score before publishing: a folder they wrote themselves."""
+    folder = export_folder(tmp_path, "a")
+    _plant(folder)
+    candidate = ModelArtifact(folder, {"version": "candidate"})
+    assert candidate.onnx_path("int8") == folder / "model.int8.onnx"
+    assert candidate.pad_token == "<planted>"

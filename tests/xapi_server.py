@@ -3,7 +3,8 @@
 It serves the filtered-stream rules endpoints, the filtered stream itself (chunked, newline-delimited
 JSON with blank keep-alive lines) following a script of connections, and paged recent search with
 ``since_id``/``next_token``. Any scripted connection can answer 429 with ``x-rate-limit-*`` headers,
-drop mid-chunk, send an ``operational-disconnect`` error, or stall. Nothing about tweepy is patched:
+drop mid-chunk, send an ``operational-disconnect`` error, or stall; search and the rules endpoints can
+answer 429s first (with a reset header far off, malformed or missing), and search can page forever. Nothing about tweepy is patched:
 tweepy is pointed at this server through ``twitter.api_base_url``.
 """
 
@@ -62,6 +63,10 @@ class XApiServer:
         self.script: list[Connection] = []
         self.search_tweets: list[dict[str, Any]] = []  # oldest first
         self.search_429s = 0  # answer this many search requests with 429 first
+        self.rules_429s = 0  # and this many rules requests
+        # what those 429s say in x-rate-limit-reset: seconds from now, a raw string, None: no headers
+        self.rate_limit_reset: int | str | None = 1
+        self.search_endless = False  # every search page carries a next_token, even past the last tweet
         self.stream_connections = 0
         self.search_requests: list[dict[str, list[str]]] = []
         self.unauthorized = 0
@@ -144,7 +149,7 @@ class XApiServer:
         meta: dict[str, Any] = {"result_count": len(page)}
         if page:
             meta.update(newest_id=page[0]["id"], oldest_id=page[-1]["id"])
-        if offset + size < len(newer):
+        if offset + size < len(newer) or self.search_endless:
             meta["next_token"] = str(offset + size)
         body: dict[str, Any] = {"meta": meta}
         if page:
@@ -183,6 +188,9 @@ def _handler(server: XApiServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(401, {"title": "Unauthorized", "status": 401, "detail": "Unauthorized"})
             url = urlparse(self.path)
             query = parse_qs(url.query)
+            if url.path == "/2/tweets/search/stream/rules" and server.rules_429s > 0:
+                server.rules_429s -= 1
+                return self._too_many(server.rate_limit_reset)
             if url.path == "/2/tweets/search/stream/rules" and method == "GET":
                 data = list(server.rules.values())
                 body: dict[str, Any] = {"meta": {"sent": _now(), "result_count": len(data)}}
@@ -198,7 +206,7 @@ def _handler(server: XApiServer) -> type[BaseHTTPRequestHandler]:
                 server.search_requests.append(query)
                 if server.search_429s > 0:
                     server.search_429s -= 1
-                    return self._too_many(1)
+                    return self._too_many(server.rate_limit_reset)
                 return self._json(200, server.search_page(query))
             return self._json(404, {"title": "Not Found Error", "status": 404})
 
@@ -212,11 +220,14 @@ def _handler(server: XApiServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _too_many(self, reset_in_s: int) -> None:
-            reset = str(int(time.time()) + reset_in_s)
+        def _too_many(self, reset_in_s: int | str | None) -> None:
+            """A 429 whose reset is ``reset_in_s`` from now, that raw value, or (None) without headers."""
+            reset = str(int(time.time()) + reset_in_s) if isinstance(reset_in_s, int) else reset_in_s
             headers = {"x-rate-limit-limit": "50", "x-rate-limit-remaining": "0", "x-rate-limit-reset": reset}
             self._json(
-                429, {"title": "Too Many Requests", "status": 429, "detail": "Too Many Requests"}, headers
+                429,
+                {"title": "Too Many Requests", "status": 429, "detail": "Too Many Requests"},
+                headers if reset is not None else {},
             )
 
         def _chunk(self, data: bytes) -> None:

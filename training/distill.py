@@ -10,11 +10,12 @@ id or transformers folder is scored with PyTorch. Logits are cached per teacher 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
-import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tweetpulse.registry import ArtifactError, ModelArtifact, ModelRegistry, load_artifact
+from tweetpulse.registry import ArtifactError, ModelArtifact, ModelRegistry, load_artifact, write_durably
 from tweetpulse.retraining.lineage import normalize_text
 from tweetpulse.training.data import Example, load_texts
 
@@ -176,10 +177,7 @@ def build_transfer_set(
 def cached_logits(teacher: Teacher, texts: list[str], cache: Path | None = None) -> np.ndarray:
     """The teacher's logits for `texts`, scoring only those the cache does not hold."""
     path = (cache or logits_cache()) / f"{teacher.key}.npz"
-    known: dict[bytes, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path) as stored:
-            known = dict(zip((bytes(d) for d in stored["digests"]), stored["logits"], strict=True))
+    known = _read_cache(path)
     digests = [hashlib.sha256(t.encode()).digest() for t in texts]
     missing = sorted({d: t for d, t in zip(digests, texts, strict=True) if d not in known}.items())
     log.info("teacher logits", extra={"cached": len(texts) - len(missing), "to_score": len(missing)})
@@ -196,16 +194,32 @@ def cached_logits(teacher: Teacher, texts: list[str], cache: Path | None = None)
     return np.stack([known[d] for d in digests]).astype(np.float32)
 
 
-def _write_cache(path: Path, known: dict[bytes, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".logits-", suffix=".npz", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(
-            f,
-            digests=np.frombuffer(b"".join(known), dtype=np.uint8).reshape(-1, 32),
-            logits=np.stack(list(known.values())).astype(np.float32),
+def _read_cache(path: Path) -> dict[bytes, np.ndarray]:
+    """The cached {text digest: logits}; empty when there is none or it is unreadable (a cache:
+    rescoring is always correct), with a warning for the latter."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path) as stored:
+            return dict(zip((bytes(d) for d in stored["digests"]), stored["logits"], strict=True))
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        log.warning(
+            "teacher logits cache unreadable; rescoring", extra={"path": str(path), "error": str(exc)}
         )
-    os.replace(tmp, path)  # atomic: a crash leaves the old cache or the new one
+        return {}
+
+
+def _write_cache(path: Path, known: dict[bytes, np.ndarray]) -> None:
+    """Replace the cache durably: a crash or power loss leaves the old cache or the new one, never
+    a truncated file that np.load would fail on (40 bytes a text: it fits in memory)."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        digests=np.frombuffer(b"".join(known), dtype=np.uint8).reshape(-1, 32),
+        logits=np.stack(list(known.values())).astype(np.float32),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_durably(path, buffer.getvalue())
 
 
 def _torch_scorer(name: str, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:

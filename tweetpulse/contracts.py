@@ -55,6 +55,24 @@ def _visible(text: str) -> str:
     return text
 
 
+# Every instant a contract admits is in UTC and within these bounds, so that any later use is safe:
+# differences (latencies), window arithmetic and epoch conversions never overflow or mix naive with
+# aware values. A value without a timezone is taken as UTC (Python's utcnow().isoformat() writes one).
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    # Years first: converting a year-1 or year-9999 value with an offset to UTC would overflow.
+    if not MIN_TIME.year - 1 <= value.year <= MAX_TIME.year:
+        raise PydanticCustomError("datetime_out_of_range", "datetime must lie in [2000, 2100) UTC")
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not MIN_TIME <= value < MAX_TIME:
+        raise PydanticCustomError("datetime_out_of_range", "datetime must lie in [2000, 2100) UTC")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_printable)]
 TweetText = Annotated[Text, AfterValidator(_visible)]
 RuleTag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(_printable)]
@@ -105,12 +123,12 @@ class RawTweet(_Contract):
     schema_version: Literal[1] = SCHEMA_VERSION
     id: TweetId
     text: TweetText
-    created_at: datetime | None = None
+    created_at: Timestamp | None = None
     author_id: AuthorId | None = None
     lang: Lang | None = None
     source: Source
     rule_tags: RuleTags = Field(default_factory=list)
-    ingested_at: datetime = Field(default_factory=utcnow)
+    ingested_at: Timestamp = Field(default_factory=utcnow)
     label: Label | None = None
 
     @property
@@ -130,8 +148,8 @@ class SentimentResult(_Contract):
     rule_tags: RuleTags = Field(default_factory=list)
     source: Source | None = None
     true_label: Label | None = None
-    ingested_at: datetime
-    classified_at: datetime
+    ingested_at: Timestamp
+    classified_at: Timestamp
     inference_ms: float | None = Field(None, ge=0)
 
     @field_validator("probabilities")
@@ -166,7 +184,7 @@ class DeadLetter(_Contract):
     original_size: int = Field(0, ge=0)  # bytes of the original value
     original_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     truncated: bool = False  # the key or value kept here is only the original's first bytes
-    failed_at: datetime = Field(default_factory=utcnow)
+    failed_at: Timestamp = Field(default_factory=utcnow)
     stage: str = "processor"
 
 
@@ -176,7 +194,7 @@ class ModelAnnouncement(_Contract):
     schema_version: Literal[1] = SCHEMA_VERSION
     version: ModelVersion  # a hint only: workers load what the registry's PRODUCTION pointer names
     registry_root: str = Field(max_length=4_096)
-    announced_at: datetime = Field(default_factory=utcnow)
+    announced_at: Timestamp = Field(default_factory=utcnow)
 
 
 class LabeledTweet(_Contract):
@@ -190,7 +208,7 @@ class LabeledTweet(_Contract):
     text: TweetText
     label: Label
     source: Literal["human", "weak"]
-    labeled_at: datetime = Field(default_factory=utcnow)
+    labeled_at: Timestamp = Field(default_factory=utcnow)
     cue: str | None = Field(None, max_length=64)
 
     @property
@@ -202,8 +220,8 @@ class DriftEvent(_Contract):
     """The classified stream moved away from its reference (topic ``tweets.drift``)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    window_start: datetime
-    window_end: datetime
+    window_start: Timestamp
+    window_end: Timestamp
     count: int = Field(ge=1)
     positive_rate: float = Field(ge=0, le=1)
     mean_confidence: float = Field(ge=0, le=1)
@@ -212,7 +230,7 @@ class DriftEvent(_Contract):
     reference_mean_confidence: float = Field(ge=0, le=1)
     reasons: list[str] = Field(min_length=1)  # which thresholds were crossed, with the numbers
     model_version: ModelVersion | None = None
-    detected_at: datetime = Field(default_factory=utcnow)
+    detected_at: Timestamp = Field(default_factory=utcnow)
 
 
 Count = Annotated[int, Field(ge=0, le=10**12)]
@@ -229,11 +247,11 @@ class LabelCounts(_Contract):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    window_start: datetime
-    window_end: datetime
+    window_start: Timestamp
+    window_end: Timestamp
     tweets: dict[Label, Count]
     tags: dict[AggregateTag, dict[Label, Count]]
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: Timestamp = Field(default_factory=utcnow)
 
     @property
     def key(self) -> bytes:

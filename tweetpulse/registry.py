@@ -13,7 +13,8 @@ changed afterwards. Every file, folder and pointer is fsynced before it becomes 
 or power loss leaves either the old state or the new one. Loading verifies every checksum and
 refuses an artifact that does not match. Version names from outside (model announcements, the
 command line) are untrusted: :meth:`ModelRegistry.path` accepts only ``v`` and digits, and only a
-real folder directly inside ``versions/``.
+real folder directly inside ``versions/``. A loaded artifact reads only the files its manifest lists:
+a file placed into a version folder afterwards (an int8 graph, a tokenizer config) is never read.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ HISTORY = "history.jsonl"
 LOCK = ".lock"
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 REQUIRED_FILES = ("config.json", "tokenizer.json")
+TOKENIZER_CONFIG = "tokenizer_config.json"
 # What publish names versions (f"v{n:04d}"); ASCII digits only and bounded, so no path tricks fit.
 VERSION_PATTERN = re.compile(r"v[0-9]{4,9}", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -86,7 +88,8 @@ def _read_json(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A verified, exported model folder."""
+    """A verified, exported model folder. The files it may lack (int8 graph, tokenizer config,
+    metrics) are read through :meth:`file`; those it needs are in every published manifest."""
 
     path: Path
     manifest: dict[str, Any]
@@ -94,6 +97,16 @@ class ModelArtifact:
     @property
     def version(self) -> str:
         return str(self.manifest.get("version", self.path.name))
+
+    def file(self, name: str) -> Path | None:
+        """`name` in the folder if it is there and the manifest lists it (so it was verified), else
+        None. A manifest without 'files' is an unpublished export held in memory by the process that
+        wrote the folder (load_artifact never returns one): all of its files are readable."""
+        listed = self.manifest.get("files")
+        if listed is not None and name not in listed:
+            return None
+        path = self.path / name
+        return path if path.is_file() else None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -123,17 +136,16 @@ class ModelArtifact:
         """The ONNX graph of `variant` ('int8' for CPU serving, 'fp32' for GPU); falls back to fp32."""
         if variant not in VARIANTS:
             raise ArtifactError(f"unknown model variant {variant!r}: expected one of {sorted(VARIANTS)}")
-        path = self.path / VARIANTS[variant]
-        return path if path.is_file() else self.path / VARIANTS["fp32"]
+        return self.file(VARIANTS[variant]) or self.path / VARIANTS["fp32"]
 
     @property
     def pad_token(self) -> str:
-        return pad_token(self.path)
+        return _pad_token_of(self.file(TOKENIZER_CONFIG))
 
     @property
     def metrics(self) -> dict[str, Any]:
-        path = self.path / "metrics.json"
-        if not path.is_file():
+        path = self.file("metrics.json")
+        if path is None:
             return {}
         metrics = _read_json(path)
         if not isinstance(metrics, dict):
@@ -144,8 +156,13 @@ class ModelArtifact:
 def pad_token(folder: Path) -> str:
     """The padding token of the tokenizer saved in `folder` ('[PAD]' in BERT vocabularies, '<pad>' in
     MPNet/RoBERTa ones), from its tokenizer_config.json."""
-    path = folder / "tokenizer_config.json"
-    if path.is_file():
+    path = folder / TOKENIZER_CONFIG
+    return _pad_token_of(path if path.is_file() else None)
+
+
+def _pad_token_of(path: Path | None) -> str:
+    """The pad token a tokenizer_config.json names; BERT's '[PAD]' without one."""
+    if path is not None:
         config = _read_json(path)
         if not isinstance(config, dict):
             raise ArtifactError(f"{path}: not a JSON object")
@@ -169,6 +186,7 @@ def load_artifact(path: str | Path, verify: bool = True) -> ModelArtifact:
         files = _listed_files(path, manifest)
         if verify:
             _verify_checksums(path, files)
+            _warn_unlisted(path, files)
         artifact = ModelArtifact(path, manifest)
         _ = artifact.id2label, artifact.max_length  # parsed lazily: fail now, not when serving
     except ArtifactError:
@@ -227,6 +245,20 @@ def _verify_checksums(path: Path, files: dict[str, str]) -> None:
             )
 
 
+def _warn_unlisted(path: Path, files: dict[str, str]) -> None:
+    """Files the manifest does not list are never read; nothing should add any, so say it did."""
+    unlisted = sorted(_file_names(path) - set(files) - {MANIFEST})
+    if unlisted:
+        log.warning(
+            "model folder holds files its manifest does not list; they are ignored",
+            extra={"path": str(path), "unlisted": unlisted[:10], "count": len(unlisted)},
+        )
+
+
+def _file_names(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
 def _checksums(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): sha256_file(p)
@@ -238,7 +270,7 @@ def _checksums(folder: Path) -> dict[str, str]:
 def write_manifest(folder: Path, fields: dict[str, Any]) -> dict[str, Any]:
     """Checksum every file in `folder` and write manifest.json with `fields` (durably)."""
     manifest = {**fields, "files": _checksums(folder)}
-    _write_durably(folder / MANIFEST, _manifest_bytes(manifest))
+    write_durably(folder / MANIFEST, _manifest_bytes(manifest))
     return manifest
 
 
@@ -275,8 +307,9 @@ def _fsync_tree(folder: Path) -> None:
         _fsync(Path(dirpath), directory=True)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`: readers see the old content or all of the new."""
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`: readers, and a crash or power loss, see the old content
+    or all of the new (a unique temporary name in the same folder, fsynced, renamed, folder fsynced)."""
     tmp = path.with_name(f".{path.name}.{_unique_token()}.tmp")
     try:
         with tmp.open("xb") as f:
@@ -360,7 +393,7 @@ class ModelRegistry:
             number = max(number, self._next_number())
             version = f"v{number:04d}"
             manifest = {**fields, "version": version, "created_at": datetime.now(UTC).isoformat()}
-            _write_durably(staging / MANIFEST, _manifest_bytes(manifest))
+            write_durably(staging / MANIFEST, _manifest_bytes(manifest))
             try:
                 os.rename(staging, self.versions_dir / version)  # atomic; fails if the name is taken
             except OSError:
@@ -449,20 +482,24 @@ class ModelRegistry:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def _record(self, action: str, version: str) -> None:
-        path = self.root / HISTORY
         entry = {"action": action, "version": version, "at": datetime.now(UTC).isoformat()}
-        created = not path.exists()
-        with path.open("a+b") as f:
-            # A crash mid-line left a tail without a newline: end it, or this entry would be glued to it.
-            f.write((b"\n" if _ends_mid_line(f) else b"") + json.dumps(entry).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if created:
-            _fsync(self.root, directory=True)
+        append_line(self.root / HISTORY, json.dumps(entry).encode())
 
     def _write_pointer(self, version: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_durably(self.root / POINTER, (version + "\n").encode())
+        write_durably(self.root / POINTER, (version + "\n").encode())
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one line to a log durably (fsynced; a new file's folder too). A crash can leave only a
+    torn last line, which readers skip; the next line is not glued onto it."""
+    created = not path.exists()
+    with path.open("a+b") as f:
+        f.write((b"\n" if _ends_mid_line(f) else b"") + line + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if created:
+        _fsync(path.parent, directory=True)
 
 
 def _ends_mid_line(f: BinaryIO) -> bool:

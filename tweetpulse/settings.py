@@ -141,6 +141,9 @@ class TwitterSettings(BaseModel):
     rate_limit_wait_max_s: float = Field(900.0, gt=0)
     search_interval_s: float = Field(15.0, gt=0)
     search_max_results: int = Field(100, ge=10, le=100)
+    search_max_pages: int = Field(
+        10, ge=1, le=1_000, description="next_token pages read per poll; older matches past them are skipped"
+    )
 
 
 class DashboardSettings(BaseModel):
@@ -201,6 +204,9 @@ class ProcessorSettings(BaseModel):
     # a window's counts are one record, below Kafka's default 1 MiB limit.
     agg_max_tags: int = Field(5_000, ge=1, le=50_000)
     agg_flush_s: float = Field(1.0, gt=0, le=600)  # label counts wait at most this long (commits with them)
+    # The count agent's writes (window totals to the changelog and tweets.sentiment.agg), whatever
+    # arrives on the count-events topic: past this rate it waits, and its input partitions pause.
+    agg_write_bytes_per_s: int = Field(2_000_000, ge=10_000, le=1_000_000_000)
     session_timeout_s: float = Field(30.0, gt=0)  # a dead worker's partitions move after this
     heartbeat_interval_s: float = Field(3.0, gt=0)
     rebalance_timeout_s: float = Field(60.0, gt=0)

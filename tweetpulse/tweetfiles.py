@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +74,8 @@ def detect_format(path: Path) -> Format:
         first = f.readline().strip()
     if first.startswith("{"):
         return "contract" if '"source"' in first and '"id"' in first else "jsonl"
-    header = next(csv.reader([first]), [])
-    if header and header[0].strip('"') in {"0", "2", "4"} and len(header) == 6:
+    header = _csv_row(first[:SNIFF_BYTES])  # a prefix: enough to tell, never past the field limit
+    if isinstance(header, list) and header and header[0].strip('"') in {"0", "2", "4"} and len(header) == 6:
         return "sentiment140"
     return "csv"
 
@@ -139,7 +138,10 @@ def _check_tweeteval(path: Path) -> Path:
 
 def _csv_columns(path: Path, header_line: str) -> dict[str, str]:
     """Lower-cased column name -> column name, once the header has text and label columns."""
-    fields = {name.strip().lower(): name for name in next(csv.reader([header_line]), [])}
+    header = _csv_row(header_line)
+    if isinstance(header, str):
+        raise TweetFileError(f"{path}: line 1 is no CSV header: {header}")
+    fields = {name.strip().lower(): name for name in header}
     if "text" not in fields or not ({"label", "sentiment"} & set(fields)):
         found = ", ".join(repr(f) for f in fields.values())[:120] or "nothing"
         raise TweetFileError(
@@ -178,6 +180,18 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str | Bad
                 yield n, raw.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 yield n, BadRecord(n, f"not {encoding}: {exc}")
+
+
+def _csv_row(line: str) -> list[str] | str:
+    """One CSV line's fields, or why the csv module refused it (a field past its size limit, a bare CR)."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as exc:
+        return _csv_reason(exc)
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    return f"unreadable CSV row: {exc}"  # e.g. "field larger than field limit (131072)"
 
 
 def _text_or_error(n: int, text: object) -> str | BadRecord:
@@ -237,7 +251,10 @@ def _read_sentiment140(path: Path, encoding: str) -> Iterator[Record | BadRecord
             continue
         if not line.strip():
             continue
-        row = next(csv.reader(io.StringIO(line)), [])
+        row = _csv_row(line)
+        if isinstance(row, str):
+            yield BadRecord(n, row)
+            continue
         if len(row) != 6:
             yield BadRecord(n, f"expected 6 CSV columns, got {len(row)}")
             continue
@@ -278,9 +295,23 @@ def _read_csv(path: Path, encoding: str) -> Iterator[Record | BadRecord]:
     reader = csv.DictReader(line for _, line in good_lines)
     fields = _csv_columns(path, good_lines[0][1])
     label_col = fields.get("label") or fields["sentiment"]
-    for row in reader:
-        n = good_lines[min(reader.line_num, len(good_lines)) - 1][0]
+    for row in _dict_rows(reader):
+        n = good_lines[min(reader.reader.line_num, len(good_lines)) - 1][0]  # DictReader's lags on errors
+        if isinstance(row, str):
+            yield BadRecord(n, row)
+            continue
         rec = _record(n, row.get(fields["text"]), row.get(label_col), row.get(fields.get("id", "")))
         if isinstance(rec, Record) and rec.label is None:
             continue  # neutral or unlabeled rows carry nothing for binary sentiment
         yield rec
+
+
+def _dict_rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str] | str]:
+    """The reader's rows; a row the csv module refuses is why, and reading goes on after it."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield _csv_reason(exc)
