@@ -18,9 +18,13 @@ the count agent die between publishing a total and committing its count event, t
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from faust.serializers.codecs import Codec
 
 from tweetpulse.contracts import ContractError, LabelCounts
 
@@ -122,6 +126,42 @@ def label_counts(start: float, window_s: int, totals: Mapping[str, dict]) -> Lab
             "tags": totals.get("tags", {}),
         }
     )
+
+
+class ChangelogCodec(Codec):
+    """JSON for the counts table's changelog, read back as untrusted: a key or value that is not a
+    window's becomes None (a value the count agent skips, a key no window has), so that no record
+    on the changelog can fail the table's recovery, which Faust retries forever."""
+
+    def __init__(self, is_valid: Callable[[Any], bool], **kwargs: Any) -> None:
+        super().__init__(is_valid=is_valid, **kwargs)
+        self.is_valid = is_valid
+
+    def _dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+    def _loads(self, data: bytes) -> Any:
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return None
+        return obj if self.is_valid(obj) else None
+
+
+def _is_window_key(obj: Any) -> bool:
+    """A windowed table's key as Faust writes it: [key, [start, end]]."""
+    return (
+        isinstance(obj, list)
+        and len(obj) == 2
+        and isinstance(obj[0], str)
+        and isinstance(obj[1], list)
+        and len(obj[1]) == 2
+        and all(isinstance(t, int | float) for t in obj[1])
+    )
+
+
+WINDOW_KEYS = ChangelogCodec(_is_window_key)
+WINDOW_TOTALS = ChangelogCodec(lambda obj: isinstance(obj, dict))  # next_total checks the rest
 
 
 class WriteBudget:

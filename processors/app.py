@@ -27,12 +27,19 @@ from typing import Any
 
 from tweetpulse.contracts import ContractError, LabelCounts
 from tweetpulse.processors import metrics
-from tweetpulse.processors.aggregates import WriteBudget, count_event, next_total, totals_of
+from tweetpulse.processors.aggregates import (
+    WINDOW_KEYS,
+    WINDOW_TOTALS,
+    WriteBudget,
+    count_event,
+    next_total,
+    totals_of,
+)
 from tweetpulse.processors.batching import Batcher, run_to_completion
 from tweetpulse.processors.brokers import aiokafka_options, broker_urls, faust_credentials
 from tweetpulse.processors.classifier import Classifier
 from tweetpulse.processors.exits import crashed, exit_on_failure
-from tweetpulse.processors.faust_consumer import guarded_transport
+from tweetpulse.processors.faust_consumer import buffers, guarded_transport
 from tweetpulse.processors.models import ServedModel, load_production
 from tweetpulse.processors.monitor import WorkerMonitor
 from tweetpulse.processors.outputs import Outputs, Topics
@@ -89,6 +96,11 @@ class Worker:
             web_host=conf.web_host,
             web_port=conf.web_port,
             web_bind=conf.web_host,
+            web_router_enabled=False,  # /router/ and /table/ expose the cluster's routing and table contents
+            web_tables_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
+            **buffers(conf, names.partitions).faust_settings(),  # bounded in bytes, not messages
             producer_acks=-1,
             producer_linger_ms=5,
             monitor=WorkerMonitor(on_commit=self.watchdog.committed, on_rebalance=self.send_counts_soon),
@@ -103,9 +115,11 @@ class Worker:
         topics = Topics(
             app.topic(names.sentiment), app.topic(names.dlq), app.topic(names.labeled), count_events
         )
-        counts = app.Table(
-            "label-counts", default=dict, help="label counts of a window, in all and per tag"
-        ).tumbling(timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s))
+        table = app.Table("label-counts", default=dict, help="label counts of a window, in all and per tag")
+        table.key_serializer, table.value_serializer = WINDOW_KEYS, WINDOW_TOTALS  # before first use
+        counts = table.tumbling(
+            timedelta(seconds=conf.agg_window_s), expires=timedelta(seconds=conf.agg_expires_s)
+        )
 
         weak_labeler = WeakLabeler(settings.retrain.weak_label_rate) if settings.retrain.weak_labels else None
         self.outputs = Outputs(topics, conf.dlq_max_value_bytes, weak_labeler)

@@ -26,7 +26,9 @@ Each of these lets a commit pass offsets whose tweets never got a result. For th
    ``seek_to_committed`` leaves such a partition wherever its fetcher got to, so the records read
    while Faust's flow was stopped, dropped unprocessed, were skipped for good (measured: a kill -9
    of one of two workers lost 404 to 613 of 1,500 tweets in about one run in three: every tweet
-   the dead worker had read on a partition before its first commit, and more).
+   the dead worker had read on a partition before its first commit, and more);
+5. keeps a revoked partition's acks and committed offset for the commit of Faust's revoke handler
+   (Faust drops them just before it, so that commit passed any hole: 10 for 0..9 with 5 unacked).
 
 It also races each delivery against a flow stop more cheaply (``_deliver``): Faust's fetch loop wraps
 every record in ``wait_first(callback(message), suspend_flow.wait())``, four new tasks and an
@@ -41,18 +43,70 @@ guards above, re-read by the thousand): not done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from tweetpulse.settings import ProcessorSettings
+
 log = logging.getLogger(__name__)
+
+# What Faust keeps per partition to decide a commit (and drops when the partition is revoked).
+COMMIT_STATE = ("_committed_offset", "_acked", "_acked_index", "_gap")
+CommitState = dict[str, Any]  # attribute name -> the partition's entry
+KAFKA_MAX_RECORD_BYTES = 1_048_588  # Kafka's default max.message.bytes: the largest batch a topic takes
+# Faust's event buffers that hold raw records: the classify agent's, the count agent's, the table's changelog.
+STREAM_BUFFERS = 3
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """Faust's buffer settings for a worker, and the most raw record bytes they let it hold."""
+
+    stream_buffer_maxsize: int  # events per buffer
+    consumer_max_fetch_size: int  # bytes per partition per fetch
+    worst_case_bytes: int
+
+    def faust_settings(self) -> dict[str, int]:
+        return {
+            "stream_buffer_maxsize": self.stream_buffer_maxsize,
+            "consumer_max_fetch_size": self.consumer_max_fetch_size,
+        }
+
+
+def buffers(conf: ProcessorSettings, partitions: int, brokers: int = 1) -> Buffers:
+    """Faust's buffers, sized in bytes rather than messages (Faust's defaults: 4,096 events of up to
+    1 MiB per buffer, 12 GiB for three; 1 MiB per partition per fetch).
+
+    Any record up to R = max(Kafka's default max.message.bytes, ``max_message_bytes``) bytes reaches
+    the worker, valid or not, so every event counts as R:
+
+    - buffered, not yet taken by an agent: ``STREAM_BUFFERS`` buffers of S events each, S =
+      ``buffer_max_bytes`` // (3 R), at least 1, at most 2 ``batch_size`` (enough to fill a batch);
+    - fetched, not yet buffered: aiokafka holds one fetch response per broker while Faust delivers
+      the previous one; a response has at most F = ``max_message_bytes`` (a valid tweet always fits)
+      per partition, plus one record batch of up to R (Kafka returns the first batch of a fetch
+      whatever its size, so a larger record is fetched, and dead-lettered, never stuck): with
+      `partitions` per topic and all three topics' partitions on this worker, 2 (3 partitions F +
+      `brokers` R).
+
+    Worst case: 3 S R + 2 (3 partitions F + brokers R); with the defaults (S = 42, 6 partitions, one
+    broker) 132.1 MB + 4.5 MB = 136.6 MB (130 MiB). The batches the agent took (batching.py) come on top.
+    """
+    record = max(KAFKA_MAX_RECORD_BYTES, conf.max_message_bytes)
+    events = max(1, min(2 * conf.batch_size, conf.buffer_max_bytes // (STREAM_BUFFERS * record)))
+    fetch = conf.max_message_bytes
+    fetched = 2 * (STREAM_BUFFERS * partitions * fetch + brokers * record)
+    return Buffers(events, fetch, STREAM_BUFFERS * events * record + fetched)
 
 
 class GaplessConsumer(faust_aiokafka.Consumer):
-    """The aiokafka-driver consumer with the three guards above for ``guarded_topics``."""
+    """The aiokafka-driver consumer with the guards above for ``guarded_topics``."""
 
     guarded_topics: frozenset[str] = frozenset()
 
@@ -63,6 +117,34 @@ class GaplessConsumer(faust_aiokafka.Consumer):
         self._verifying: dict[Any, tuple[int, int]] = {}  # tp -> (offset, generation) of a refetch
         self._refetched: set[tuple[Any, int, int]] = set()  # (tp, offset, generation) already refetched
         self._flow_stop: asyncio.Future | None = None  # done once the flow or the consumer stops
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Faust drops a revoked partition's acks and committed offset, then runs the app's revoke
+        # handler, which waits for the streams and commits: without them `_new_offset` would commit
+        # past a hole there. They are put back for that handler and dropped after it.
+        kept = {tp: self._commit_state(tp) for tp in revoked if self._guarded(tp)}
+        handler = self._on_partitions_revoked
+        self._on_partitions_revoked = functools.partial(self._revoke_guarded, handler, kept)
+        try:
+            await super().on_partitions_revoked(revoked)
+        finally:
+            self._on_partitions_revoked = handler
+
+    async def _revoke_guarded(
+        self, handler: Callable[[set[Any]], Awaitable[None]], kept: dict[Any, CommitState], revoked: set[Any]
+    ) -> None:
+        for tp, state in kept.items():
+            for name, value in state.items():
+                getattr(self, name)[tp] = value
+        try:
+            await handler(revoked)
+        finally:
+            for tp in kept:
+                for name in COMMIT_STATE:
+                    getattr(self, name).pop(tp, None)
+
+    def _commit_state(self, tp: Any) -> CommitState:
+        return {name: getattr(self, name)[tp] for name in COMMIT_STATE if tp in getattr(self, name)}
 
     async def perform_seek(self) -> None:
         await super().perform_seek()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tweetpulse.contracts import LABELS, MAX_AGGREGATE_TAG_CHARS
 from tweetpulse.processors import metrics
 from tweetpulse.processors.models import ServedModel
 from tweetpulse.processors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+
+# /tweetpulse/counts/ returns at most this many rows, whatever the table holds (up to agg_max_tags x
+# labels rows per window): under 5 MB, a row's JSON is under 1 KB (a tag has at most 65 characters).
+COUNTS_MAX_ROWS = 5_000
+MAX_EPOCH_S = 253_402_300_800  # 10000-01-01: datetime's limit
 
 
 @dataclass
@@ -103,20 +111,55 @@ class WorkerViews:
         return self.app.web.json(body, status=200 if problem is None else 503)
 
     async def _counts(self, request: Any) -> Any:
-        """The windows this worker's count agent holds: a row per window, tag and label."""
-        rows = []
-        for (_, (start, end)), totals in sorted(self.counts.table.data.items()):
-            window = {
-                "window_start": datetime.fromtimestamp(start, UTC).isoformat(),
-                "window_end": datetime.fromtimestamp(round(end), UTC).isoformat(),
-            }
-            for tag, labels in sorted(totals.get("tags", {}).items()):
-                rows += [
-                    {"tag": tag, "label": label, **window, "count": n} for label, n in sorted(labels.items())
-                ]
-        return self.app.web.json({"worker": self.worker_name, "counts": rows})
+        """The windows this worker's count agent holds: a row per window, tag and label, at most
+        :data:`COUNTS_MAX_ROWS`, newest windows and busiest tags first."""
+        rows, truncated = count_rows(self.counts.table.data.items(), COUNTS_MAX_ROWS)
+        return self.app.web.json({"worker": self.worker_name, "counts": rows, "truncated": truncated})
 
     async def _metrics(self, request: Any) -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return self.app.web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def count_rows(windows: Iterable[tuple[Any, Any]], max_rows: int) -> tuple[list[dict[str, Any]], bool]:
+    """Rows of the windowed table's items ``((key, (start, end)), totals)``, newest windows and busiest
+    tags first, at most `max_rows`; and whether rows were left out. What is not a window's counts (the
+    table is read back from a topic anyone can write to) is left out too."""
+    rows: list[dict[str, Any]] = []
+    held = [(span, totals["tags"]) for key, totals in windows if (span := _span(key)) and _has_tags(totals)]
+    for (start, end), tags in sorted(held, key=lambda window: window[0], reverse=True):
+        window = {
+            "window_start": datetime.fromtimestamp(start, UTC).isoformat(),
+            "window_end": datetime.fromtimestamp(round(end), UTC).isoformat(),
+        }
+        for tag, labels in heapq.nlargest(max_rows - len(rows) + 1, _tag_counts(tags), key=_busiest):
+            rows += [{"tag": tag, "label": label, **window, "count": n} for label, n in labels]
+            if len(rows) > max_rows:
+                return rows[:max_rows], True
+    return rows, False
+
+
+def _span(key: Any) -> tuple[float, float] | None:
+    """A windowed table key's (start, end), or None for what is not a window's key."""
+    match key:
+        case (_, (int() | float() as start, int() | float() as end)) if 0 <= start <= end < MAX_EPOCH_S:
+            return start, end
+    return None
+
+
+def _has_tags(totals: Any) -> bool:
+    return isinstance(totals, dict) and isinstance(totals.get("tags"), dict)
+
+
+def _tag_counts(tags: dict[Any, Any]) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    for tag, labels in tags.items():
+        if isinstance(tag, str) and len(tag) <= MAX_AGGREGATE_TAG_CHARS and isinstance(labels, dict):
+            counts = sorted((label, n) for label, n in labels.items() if label in LABELS and type(n) is int)
+            if counts:
+                yield tag, counts
+
+
+def _busiest(tag_counts: tuple[str, list[tuple[str, int]]]) -> tuple[int, str]:
+    tag, counts = tag_counts
+    return sum(n for _, n in counts), tag

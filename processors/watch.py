@@ -1,4 +1,8 @@
-"""``tweetpulse watch``: the latest classified tweets and running counts per label, on the console."""
+"""``tweetpulse watch``: the latest classified tweets and running counts per label, on the console.
+
+It runs in the foreground, so a Kafka error ends the command (non-zero) with its message; a result it
+cannot show is never one: :meth:`Watcher.handle` has one outcome for any bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,17 @@ import sys
 import time
 import uuid
 from collections import Counter
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Literal, TextIO
 
 from tweetpulse.contracts import ContractError, SentimentResult
 from tweetpulse.settings import Settings
 
 COLORS = {"positive": "\033[32m", "negative": "\033[31m"}
 RESET = "\033[0m"
+MAX_REASON_CHARS = 300  # of an error's text on the console: it may quote part of a value
+
+Outcome = Literal["shown", "unreadable"]
 
 
 def format_result(result: SentimentResult, color: bool) -> str:
@@ -26,9 +34,53 @@ def format_result(result: SentimentResult, color: bool) -> str:
     return f"{label} {confidence:4.2f}  [{result.model_version}]  {text}"
 
 
-def format_counts(counts: Counter[str], total: int) -> str:
+def format_counts(counts: Counter[str], total: int, unreadable: int = 0) -> str:
     parts = [f"{label}={n} ({n / total:.0%})" for label, n in sorted(counts.items())] if total else []
-    return f"-- {total} classified: " + ", ".join(parts)
+    skipped = f" ({unreadable} unreadable skipped)" if unreadable else ""
+    return f"-- {total} classified{skipped}: " + ", ".join(parts)
+
+
+def say(out: TextIO, line: str, flush: bool = False) -> None:
+    """Print `line`; a console that cannot encode a character (an ASCII locale) gets it escaped."""
+    try:
+        print(line, file=out, flush=flush)
+    except UnicodeEncodeError:
+        encoding = getattr(out, "encoding", None) or "ascii"
+        print(line.encode(encoding, "backslashreplace").decode(encoding), file=out, flush=flush)
+
+
+@dataclass
+class Watcher:
+    """The console's running state: what was shown, counted per label, and what was skipped."""
+
+    out: TextIO
+    color: bool = False
+    summary_every: int = 20
+    counts: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    unreadable: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def handle(self, value: bytes | None, offset: int = -1) -> Outcome:
+        """Show one ``tweets.sentiment`` value, or say why it cannot be shown (never its bytes)."""
+        try:
+            result = SentimentResult.from_bytes(value or b"")
+            line = format_result(result, self.color)
+        except Exception as exc:  # a contract error, or a value nobody foresaw: skipped and counted
+            reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
+            self.unreadable += 1
+            say(self.out, f"!! unreadable result at offset {offset}: {reason[:MAX_REASON_CHARS]}")
+            return "unreadable"
+        self.counts[result.label] += 1
+        self.total += 1
+        say(self.out, line)
+        if self.total % self.summary_every == 0:
+            rate = self.total / max(time.monotonic() - self.started, 1e-9)
+            say(self.out, f"{self.summary()}  ~{rate:.0f}/s", flush=True)
+        return "shown"
+
+    def summary(self) -> str:
+        return format_counts(self.counts, self.total, self.unreadable)
 
 
 def watch(
@@ -39,7 +91,7 @@ def watch(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print results from the sentiment topic until Ctrl-C (or `limit` results); returns how many."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, KafkaException
 
     consumer = Consumer(
         settings.kafka.confluent_config(
@@ -58,28 +110,17 @@ def watch(
         stop = True
 
     previous = signal.signal(signal.SIGINT, _stop)
-    counts: Counter[str] = Counter()
-    total = 0
-    color = out.isatty()
-    started = time.monotonic()
+    watcher = Watcher(out, out.isatty(), summary_every)
     try:
-        while not stop and (limit is None or total < limit):
+        while not stop and (limit is None or watcher.total < limit):
             for msg in consumer.consume(num_messages=500, timeout=0.5):
-                if msg.error() is not None or (limit is not None and total >= limit):
+                if msg.error() is not None and msg.error().fatal():
+                    raise KafkaException(msg.error())  # the consumer cannot go on: say so, non-zero
+                if msg.error() is not None or (limit is not None and watcher.total >= limit):
                     continue
-                try:
-                    result = SentimentResult.from_bytes(msg.value())
-                except ContractError as exc:
-                    print(f"!! unreadable result at offset {msg.offset()}: {exc}", file=out)
-                    continue
-                counts[result.label] += 1
-                total += 1
-                print(format_result(result, color), file=out)
-                if total % summary_every == 0:
-                    rate = total / max(time.monotonic() - started, 1e-9)
-                    print(f"{format_counts(counts, total)}  ~{rate:.0f}/s", file=out, flush=True)
+                watcher.handle(msg.value(), msg.offset())
     finally:
         signal.signal(signal.SIGINT, previous)
         consumer.close()
-        print(format_counts(counts, total), file=out, flush=True)
-    return total
+        say(out, watcher.summary(), flush=True)
+    return watcher.total

@@ -14,9 +14,10 @@ from typing import Any
 import faust
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
-from tweetpulse.processors.faust_consumer import guarded_transport
+from tweetpulse.processors.faust_consumer import KAFKA_MAX_RECORD_BYTES, buffers, guarded_transport
+from tweetpulse.settings import ProcessorSettings
 
 RAW = "tweets.raw"
 OTHER = "unguarded"
@@ -126,3 +127,56 @@ def test_offsets_a_refetch_skips_are_committed_past(consumer: Any, monkeypatch: 
 async def _drain(consumer: Any) -> None:
     async for _ in consumer.getmany(1.0):
         pass
+
+
+def _message(tp: TP, offset: int) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, None, b"{}", None, tp=tp)
+
+
+def test_a_revoke_time_commit_stops_before_a_hole(consumer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust drops a revoked partition's acks and committed offset, then its revoke handler waits for
+    the streams and commits: the guard must still see the hole at 5 then."""
+    tp = TP(RAW, 0)
+    committed: dict[TP, int] = {}
+
+    async def commit(offsets: dict[TP, int]) -> bool:
+        committed.update(offsets)
+        return True
+
+    async def flushed() -> None:
+        pass
+
+    async def app_revoke_handler(revoked: set[TP]) -> None:  # faust App._on_partitions_revoked
+        for offset in (8, 9):  # streams finish what they held (consumer.wait_empty), 5 never comes
+            consumer.ack(_message(tp, offset))
+        await consumer.commit()
+
+    monkeypatch.setattr(consumer, "_commit", commit)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})  # aiokafka keeps it until the next one
+    monkeypatch.setattr(consumer.app.producer, "flush", flushed)
+    monkeypatch.setattr(consumer.app.topics, "acks_enabled_for", lambda topic: True)  # an agent's topic
+    consumer._on_partitions_revoked = app_revoke_handler
+    consumer._committed_offset[tp] = 0
+    for offset in (0, 1, 2, 3, 4, 6, 7):  # 5 was taken and not acked
+        consumer.ack(_message(tp, offset))
+
+    asyncio.run(consumer.on_partitions_revoked({tp}))
+    assert committed == {tp: 5}, "not committed up to the unprocessed offset 5, or past it"
+    assert consumer._committed_offset.get(tp) is None and tp not in consumer._acked  # dropped after
+
+
+MiB = 1024 * 1024
+
+
+def test_buffers_hold_a_bounded_number_of_bytes_whatever_the_records_sizes() -> None:
+    conf = ProcessorSettings()
+    sized = buffers(conf, partitions=6)
+    assert sized.consumer_max_fetch_size == conf.max_message_bytes  # larger records: one per fetch
+    assert 3 * sized.stream_buffer_maxsize * KAFKA_MAX_RECORD_BYTES <= conf.buffer_max_bytes
+    assert sized.worst_case_bytes == 136_578_560 < 131 * MiB  # the figure in the docstring
+    assert sized.faust_settings() == {"stream_buffer_maxsize": 42, "consumer_max_fetch_size": 64 * 1024}
+
+    larger_records = buffers(ProcessorSettings(max_message_bytes=8 * MiB), partitions=6)
+    assert larger_records.stream_buffer_maxsize == 128 // 24  # 3 buffers of 8 MiB events
+    assert buffers(ProcessorSettings(buffer_max_bytes=4 * MiB), 6).stream_buffer_maxsize == 1
+    assert buffers(ProcessorSettings(buffer_max_bytes=16 * 1024 * MiB), 6).stream_buffer_maxsize == 256

@@ -24,9 +24,11 @@ from test_processors_pipeline import (  # the workers' test helpers, shared rath
     wait_for_assignment,
 )
 
+from tests.strategies import records, sample
 from tweetpulse.bench.hostile import HOSTILE
-from tweetpulse.contracts import DeadLetter
+from tweetpulse.contracts import DeadLetter, SentimentResult
 from tweetpulse.kafka import producer_config
+from tweetpulse.processors.dlq import BadMessageError, parse_raw
 from tweetpulse.settings import Settings
 
 GRACE_S = 10
@@ -90,3 +92,91 @@ def test_every_hostile_kind_gets_one_dead_letter_every_valid_tweet_one_result_an
     worker.proc.send_signal(signal.SIGTERM)
     worker.proc.wait(GRACE_S + 5)
     assert time.monotonic() - started <= GRACE_S + 1
+
+
+def test_a_generated_sample_on_every_topic_the_worker_reads_gets_one_outcome_each_and_no_crash(
+    settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
+) -> None:
+    """Generated raw records (contract-valid at the edges, near-valid, byte mutations) and generated
+    records on the worker's own count-events topic and on the models topic: each raw record gets one
+    result or one dead letter (as the parser says in-process), and the worker never restarts."""
+    raw = [*sample(records("raw-tweet"), 300), NAIVE_INGESTED_AT]
+    worker = start_worker()
+    wait_for_assignment([worker], settings.topics.partitions)
+    pid = worker.proc.pid
+
+    producer = Producer(producer_config(settings))
+    count_events = f"{worker.app_id}-label-count-events"
+    for value in sample(records("label-counts"), 150):
+        producer.produce(count_events, value=value)
+    for value in COUNT_EVENTS_OF_THE_ISSUE:  # stamped in their window, so the agent adds them up
+        producer.produce(count_events, value=value, timestamp=1_704_067_230_000)
+    for value in sample(records("model-announcement"), 50):
+        producer.produce(settings.topics.models, key=b"production", value=value)
+    for i, value in enumerate(raw):
+        producer.produce(settings.topics.raw, key=f"gen-{i}".encode(), value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+    expected_ids: Counter = Counter()
+    expected_letters = set()
+    for i, value in enumerate(raw):
+        try:
+            expected_ids[parse_raw(value).id] += 1
+        except BadMessageError:
+            expected_letters.add(f"gen-{i}".encode())
+    letters = consume_all(settings.topics.dlq, len(expected_letters), timeout=120)
+    results = consume_all(settings.topics.sentiment, sum(expected_ids.values()), timeout=60)
+    assert sorted(m.key() for m in letters) == sorted(expected_letters), worker.log()[-4000:]
+    assert Counter(SentimentResult.from_bytes(m.value()).id for m in results) == expected_ids
+    assert NAIVE_INGESTED_AT_ID in expected_ids
+    assert worker.proc.poll() is None and worker.proc.pid == pid, worker.log()[-4000:]
+    assert "crashed" not in worker.log()
+    assert "bad count event skipped" in worker.log()  # the sum past the bound, the year-1 window
+    assert worker.stop() == 0
+
+
+NAIVE_INGESTED_AT_ID = "naive1"
+# What Python's datetime.utcnow().isoformat() writes: crash-looped every worker before (issue 25).
+NAIVE_INGESTED_AT = (
+    b'{"schema_version": 1, "id": "naive1", "text": "hi", "source": "replay",'
+    b' "ingested_at": "2024-01-01T00:00:00"}'
+)
+_WINDOW = b'"window_start": "2024-01-01T00:00:00Z", "window_end": "2024-01-01T00:01:00Z"'
+COUNT_EVENTS_OF_THE_ISSUE = [  # two increments whose sum passes the bound; a naive year-1 window
+    b"{" + _WINDOW + b', "tweets": {"positive": 1000000000000}, "tags": {}}',
+    b"{" + _WINDOW + b', "tweets": {"positive": 1000000000000}, "tags": {}}',
+    b'{"window_start": "0001-01-01T00:00:00", "window_end": "0001-01-01T00:01:00", "tweets": {}, "tags": {}}',
+]
+
+
+def test_a_worker_recovers_past_hostile_records_on_its_table_changelog(
+    settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
+) -> None:
+    """The label counts' changelog is a topic like any other: a worker restoring the table from
+    records it cannot use skips them and classifies on."""
+    first = start_worker()
+    wait_for_assignment([first], settings.topics.partitions)
+    changelog = f"{first.app_id}-label-counts-changelog"
+    assert first.stop() == 0
+
+    producer = Producer(producer_config(settings))
+    window_key = b'["2024-01-01T00:00:00+00:00", [1704067200.0, 1704067259.9]]'
+    hostile = [*sample(records("label-counts"), 40), b"\xff\xfe", b"[]", b"null", b'{"tweets": 5}']
+    for partition in range(settings.topics.partitions):
+        for value in hostile:
+            producer.produce(changelog, key=window_key, value=value, partition=partition)
+            producer.produce(changelog, key=value or b"k", value=value, partition=partition)
+    assert producer.flush(30) == 0
+
+    second = start_worker()
+    wait_for_assignment([second], settings.topics.partitions, timeout=120)
+    tweets = labeled_tweets(30)
+    for tweet in tweets:
+        producer.produce(settings.topics.raw, key=tweet.key, value=tweet.to_bytes())
+    assert producer.flush(30) == 0
+    results = consume_all(settings.topics.sentiment, len(tweets), timeout=90)
+    assert {SentimentResult.from_bytes(m.value()).id for m in results} == {t.id for t in tweets}
+    assert second.proc.poll() is None, second.log()[-4000:]
+    assert "crashed" not in second.log()
+    assert second.stop() == 0

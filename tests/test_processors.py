@@ -309,3 +309,29 @@ def test_an_idle_worker_is_live_when_work_arrives_and_not_once_it_lags_without_c
     assert "no offset committed" in (watchdog.liveness() or "")
     watchdog.committed()
     assert watchdog.liveness() is None
+
+
+def test_the_count_agents_writes_wait_once_they_run_a_second_ahead_of_their_bytes_per_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tweetpulse.processors import aggregates
+
+    clock = [1_000.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # a fake clock: the test measures the waits, not time
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(aggregates.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(aggregates.asyncio, "sleep", sleep)
+
+    async def write(budget: aggregates.WriteBudget, n: int, size: int) -> None:
+        for _ in range(n):
+            await budget.spend(size)
+
+    budget = aggregates.WriteBudget(2**17)  # powers of two: the fake clock's sums are exact
+    asyncio.run(write(budget, 16, 2**13))  # one second's worth: a burst passes without a wait
+    assert slept == []
+    asyncio.run(write(budget, 16 * 29, 2**13))  # 29 seconds' worth more
+    assert sum(slept) == pytest.approx(29.0)  # written at the rate, after the first second's burst

@@ -55,6 +55,7 @@ class Worker:
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.app_id = env.get("TWEETPULSE_PROCESSOR__APP_ID", "tweetpulse-processor")
         self._log = log_path.open("wb")
         env = {**env, "TWEETPULSE_PROCESSOR__WEB_PORT": str(self.port)}
         self.proc = subprocess.Popen(

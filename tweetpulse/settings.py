@@ -217,6 +217,13 @@ class ProcessorSettings(BaseModel):
     max_message_bytes: int = Field(64 * 1024, ge=1_024, le=16 * 1024 * 1024)  # larger: oversized-message
     max_json_depth: int = Field(16, ge=2, le=1_000)  # deeper arrays/objects: too-deep
     dlq_max_value_bytes: int = Field(8 * 1024, ge=0, le=1024 * 1024)  # original bytes kept per dead letter
+    buffer_max_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=4 * 1024 * 1024,
+        le=16 * 1024**3,
+        description="raw bytes Faust's stream buffers may hold ahead of the agents, every event counted at "
+        "the largest record Kafka admits; sizes stream_buffer_maxsize (faust_consumer.buffers)",
+    )
     # A worker that cannot make progress exits (named exit codes, see processors/exits.py).
     send_timeout_s: float = Field(60.0, gt=0)  # transient send errors retry this long, then exit
     inference_timeout_s: float = Field(60.0, gt=0)  # one model call
