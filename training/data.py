@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import random
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tweetpulse.contracts import Label
 from tweetpulse.retraining.lineage import normalize_text
@@ -140,96 +138,21 @@ def load_hf(name: str) -> list[Example]:
 def read_labeled_topic(
     settings: Settings, topic: str, max_messages: int | None = None, timeout: float = 30.0
 ) -> list[Example]:
-    """``{id, text, label}`` JSON messages of `topic`, from the beginning up to its end offsets now.
+    """The labels of `topic` (contract ``LabeledTweet``, as retraining reads them: one reader and one
+    rule, :mod:`tweetpulse.labeled`), from the beginning up to its end offsets when the read starts.
 
-    Reads every partition up to the high watermark taken at the start (so a busy topic still ends),
-    or until `max_messages`; only committed transactions are read. Malformed messages are skipped
-    and counted in the log.
+    At most `max_messages` are kept (human first, then newest); only committed transactions are
+    read. Refused messages (unsourced, invalid, future-dated, unreadable) are counted in the log.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from tweetpulse.labeled import read_labeled
 
-    from tweetpulse.retraining.offsets import watermarks
-
-    consumer = Consumer(
-        settings.kafka.confluent_config(
-            **{
-                "group.id": f"tweetpulse-train-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            }
-        )
-    )
     try:
-        try:
-            marks = watermarks(consumer, topic, timeout)
-        except ValueError:
-            raise DataError(f"kafka:{topic}: no such topic") from None
-        ends = {p: high for p, (low, high) in marks.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, marks[p][0]) for p in ends])
-        return _consume_until(consumer, topic, ends, max_messages, timeout)
-    finally:
-        consumer.close()
-
-
-def _consume_until(
-    consumer: Any, topic: str, ends: dict[int, int], cap: int | None, timeout: float
-) -> list[Example]:
-    """Examples from every partition up to its end offset in `ends` (or `cap` of them).
-
-    A partition is done at end-of-partition, or once the consumer's position reaches its end: the
-    last message of a committed transaction sits before its commit marker, which takes an offset but
-    is never delivered, so the offset of the last message read never reaches the end offset.
-    """
-    import time
-
-    from confluent_kafka import KafkaError
-
-    from tweetpulse.retraining.offsets import drop_reached
-
-    examples: list[Example] = []
-    skipped = 0
-    deadline = time.monotonic() + timeout
-    while ends and (cap is None or len(examples) < cap) and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=500, timeout=0.5):
-            partition = msg.partition()
-            if partition not in ends:
-                continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    del ends[partition]
-                continue
-            if msg.offset() >= ends[partition]:  # produced after the read started
-                continue
-            if msg.offset() + 1 >= ends[partition]:
-                del ends[partition]
-            example = parse_labeled_message(msg.value())
-            if example is None:
-                skipped += 1
-            elif cap is None or len(examples) < cap:
-                examples.append(example)
-            deadline = time.monotonic() + timeout
-        drop_reached(consumer, topic, ends)
-    if ends and (cap is None or len(examples) < cap):
-        log.warning(
-            "labeled topic read stopped before its end offsets",
-            extra={"topic": topic, "timeout_s": timeout, "remaining": dict(ends)},
-        )
-    if skipped:
-        log.warning("skipped malformed labeled messages", extra={"skipped": skipped})
-    return examples
-
-
-def parse_labeled_message(value: bytes | None) -> Example | None:
-    """One ``{id, text, label}`` message as an example; None if malformed or neutral."""
-    try:
-        obj = json.loads(value or b"")
-        text, label = obj["text"], normalize_label(obj["label"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(text, str) or not text.strip() or label is None:
-        return None
-    return text, label
+        read = read_labeled(settings, topic, cap=max_messages, timeout=timeout)
+    except TimeoutError as exc:
+        raise DataError(f"kafka:{topic}: {exc}") from None
+    except ValueError:  # the reader's only ValueError: the topic does not exist
+        raise DataError(f"kafka:{topic}: no such topic") from None
+    return [(label.text, label.label) for label in read.labels]
 
 
 def balanced(examples: Sequence[Example], rng: random.Random, limit: int | None = None) -> list[Example]:

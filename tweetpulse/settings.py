@@ -257,6 +257,7 @@ class RetrainSettings(BaseModel):
     labeled_window_h: float = Field(24 * 30, gt=0)  # labels older than this are left out
     weak_max_share: float = Field(0.3, ge=0, le=1)  # weak labels' largest share of the training set
     human_max_share: float = Field(0.5, ge=0, le=1)  # human labels' too: feedback is untrusted input
+    # (all topic labels together: at most the larger of the two shares, whatever source they claim)
     label_clock_skew_s: float = Field(300, ge=0)  # labels dated further in the future are refused
     tolerance: float = Field(0.005, ge=0, le=1)  # a candidate may be this much less accurate
     min_accuracy: float = Field(0.75, ge=0, le=1)  # absolute floor: no candidate below it is promoted
