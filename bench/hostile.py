@@ -62,7 +62,10 @@ HOSTILE: dict[str, tuple[bytes | None, str]] = {
     "a 100-character author_id": (_tweet(author_id="1" * 100), "oversized-field"),
     "lang with a space": (_tweet(lang="e n"), "invalid-format"),
     # Found by review and the fuzzer (issue 25): values a contract must refuse so every later use is safe.
-    "created_at in year 1 with an offset": (_tweet(created_at="0001-01-01T00:00:00+05:00"), "invalid-datetime"),
+    "created_at in year 1 with an offset": (
+        _tweet(created_at="0001-01-01T00:00:00+05:00"),
+        "invalid-datetime",
+    ),
     "ingested_at in year 9999": (_tweet(ingested_at="9999-12-31T23:59:59-05:00"), "invalid-datetime"),
     "ingested_at before 2000": (_tweet(ingested_at="1970-01-01T00:00:00Z"), "invalid-datetime"),
     "17 [ then an open string of escaped quotes (60 KB)": (

@@ -1,4 +1,8 @@
-"""Background threads that fill the dashboard state from Kafka: the result tail and the lag poller."""
+"""Background threads that fill the dashboard state from Kafka: the result tail and the lag poller.
+
+Both are total on their input (:func:`ingest_result` has one outcome for any bytes) and restart
+themselves with bounded exponential backoff when their Kafka code raises (:class:`RestartingThread`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -33,27 +38,106 @@ TRANSIENT_ERRORS = frozenset(
 )
 
 
+RESTART_BACKOFF_START_S = 0.5
+RESTART_BACKOFF_MAX_S = 30.0
+MAX_REASON_CHARS = 300  # of an exception's text in a log line: it may quote part of a value
+
+Outcome = Literal["counted", "malformed", "unusable"]
+
+
 class TopicNotFoundError(LookupError):
     """A topic the dashboard reads does not exist (yet)."""
 
 
-class ResultFeed(threading.Thread):
-    """Tails the sentiment topic (from its end, or from `replay_minutes` ago) and the model topic
-    (from its beginning: it is compacted) with assign(), so no consumer group is joined or committed.
-    """
+def short_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
 
-    def __init__(self, settings: Settings, state: DashboardState, replay_minutes: int = 0) -> None:
-        super().__init__(name="dashboard-feed", daemon=True)
-        self.settings = settings
-        self.state = state
-        self.replay_minutes = replay_minutes
-        self.ready = threading.Event()  # set once the start offsets are assigned
+
+def ingest_result(
+    state: DashboardState, value: bytes | None, partition: int = -1, offset: int = -1
+) -> Outcome:
+    """Count one ``tweets.sentiment`` value in `state`. Any value is either counted or skipped: counted
+    as malformed and logged with the reason (never its bytes), so no record can stop the feed."""
+    try:
+        result = SentimentResult.from_bytes(value or b"")
+    except Exception as exc:  # a contract error, or a parser bug: still one outcome
+        return _skipped(state, "malformed", exc, partition, offset)
+    try:
+        state.add(result)
+    except Exception as exc:  # a valid value the state cannot use (a bug): skipped, not fatal
+        return _skipped(state, "unusable", exc, partition, offset)
+    return "counted"
+
+
+def _skipped(state: DashboardState, outcome: Outcome, exc: Exception, partition: int, offset: int) -> Outcome:
+    # The dashboard only reads: the message stays in its topic, so it is counted and logged.
+    state.add_malformed()
+    reason = str(exc)[:MAX_REASON_CHARS] if isinstance(exc, ContractError) else short_error(exc)
+    log.warning(
+        "sentiment result skipped",
+        extra={"outcome": outcome, "reason": reason, "partition": partition, "offset": offset},
+    )
+    return outcome
+
+
+class RestartingThread(threading.Thread):
+    """A daemon thread whose :meth:`body` is run again, after a bounded exponential backoff, whenever
+    it raises, until :meth:`stop`. The dashboard restarts its threads rather than exit: the page keeps
+    serving what it has, and /healthz says 503 (with the restart count) while the feed is down."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.restarts = 0
+        self.last_error: str | None = None
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
         self._stop_event.set()
 
+    def body(self) -> None:
+        raise NotImplementedError
+
     def run(self) -> None:
+        backoff = RESTART_BACKOFF_START_S
+        while not self._stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self.body()
+            except Exception as exc:
+                if time.monotonic() - started > RESTART_BACKOFF_MAX_S:
+                    backoff = RESTART_BACKOFF_START_S  # it ran healthy for a while: a new episode
+                self.failed()  # first, so that whoever sees the new count sees the thread down
+                self.restarts += 1
+                self.last_error = short_error(exc)
+                log.exception(
+                    "dashboard thread failed; restarting",
+                    extra={"component": self.name, "restarts": self.restarts, "retry_s": backoff},
+                )
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
+
+    def failed(self) -> None:
+        """Called after :meth:`body` raised, before the backoff."""
+
+
+class ResultFeed(RestartingThread):
+    """Tails the sentiment topic (from its end, or from `replay_minutes` ago) and the model topic
+    (from its beginning: it is compacted) with assign(), so no consumer group is joined or committed.
+    A restart resumes the sentiment topic where the feed was, so nothing is counted twice.
+    """
+
+    def __init__(self, settings: Settings, state: DashboardState, replay_minutes: int = 0) -> None:
+        super().__init__(name="dashboard-feed")
+        self.settings = settings
+        self.state = state
+        self.replay_minutes = replay_minutes
+        self.ready = threading.Event()  # set while the start offsets are assigned and consumed from
+        self._resume: dict[int, int] = {}  # sentiment partition -> next offset, for a restart
+
+    def failed(self) -> None:
+        self.ready.clear()
+
+    def body(self) -> None:
         consumer = Consumer(
             self.settings.kafka.confluent_config(
                 **{
@@ -73,9 +157,6 @@ class ResultFeed(threading.Thread):
             while not self._stop_event.is_set():
                 for message in consumer.consume(num_messages=500, timeout=0.5):
                     self._handle(message)
-        except Exception:  # /healthz turns 503 once this thread is gone
-            log.exception("dashboard feed stopped")
-            raise
         finally:
             consumer.close()
 
@@ -114,6 +195,9 @@ class ResultFeed(threading.Thread):
                 [TopicPartition(topic, p, since_ms) for p in partitions], METADATA_TIMEOUT_S
             )
             starts.update({tp.partition: tp.offset for tp in found if tp.offset >= 0})
+        # A restart resumes every partition where the last assignment was, read or not.
+        starts.update({p: offset for p, offset in self._resume.items() if p in starts})
+        self._resume = dict(starts)
         assignment = [TopicPartition(topic, p, starts[p]) for p in partitions]
         try:
             models = self.settings.topics.models
@@ -133,42 +217,32 @@ class ResultFeed(threading.Thread):
         if message.topic() == self.settings.topics.models:
             self._handle_announcement(message)
             return
-        try:
-            self.state.add(SentimentResult.from_bytes(message.value() or b""))
-        except ContractError as exc:
-            # The dashboard only reads: the message stays in its topic, so it is counted and logged.
-            self.state.add_malformed()
-            log.warning(
-                "malformed sentiment result",
-                extra={"reason": str(exc), "partition": message.partition(), "offset": message.offset()},
-            )
+        ingest_result(self.state, message.value(), message.partition(), message.offset())
+        self._resume[message.partition()] = message.offset() + 1
 
     def _handle_announcement(self, message: Message) -> None:
         if message.key() != PRODUCTION_KEY or message.value() is None:
             return
         try:
             self.state.set_announcement(ModelAnnouncement.from_bytes(message.value()))
-        except ContractError as exc:
+        except Exception as exc:  # a contract error, or a parser bug: the model comes from results then
             log.warning(
-                "malformed model announcement", extra={"reason": str(exc), "offset": message.offset()}
+                "malformed model announcement",
+                extra={"reason": str(exc)[:MAX_REASON_CHARS], "offset": message.offset()},
             )
 
 
-class LagPoller(threading.Thread):
+class LagPoller(RestartingThread):
     """Measures the processor group's lag on the raw topic every `interval_s` seconds."""
 
     def __init__(self, settings: Settings, state: DashboardState, group: str, interval_s: float) -> None:
-        super().__init__(name="dashboard-lag", daemon=True)
+        super().__init__(name="dashboard-lag")
         self.settings = settings
         self.state = state
         self.group = group
         self.interval_s = interval_s
-        self._stop_event = threading.Event()
 
-    def stop(self) -> None:
-        self._stop_event.set()
-
-    def run(self) -> None:
+    def body(self) -> None:
         admin = admin_client(self.settings)
         topic = self.settings.topics.raw
         while not self._stop_event.is_set():

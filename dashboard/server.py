@@ -138,9 +138,12 @@ async def snapshot(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once the feed consumes from its start offsets; 503 while it waits for the topic."""
-    ready = request.app[FEED].ready.is_set() and request.app[FEED].is_alive()
-    body = {"status": "ok" if ready else "starting", "consuming": ready}
+    """200 while the feed consumes from its offsets; 503 while it waits for the topic or, after its
+    Kafka code raised, for its restart (``restarts`` counts those, ``last_error`` says the latest)."""
+    feed = request.app[FEED]
+    ready = feed.ready.is_set() and feed.is_alive()
+    status = "ok" if ready else "restarting" if feed.restarts else "starting"
+    body = {"status": status, "consuming": ready, "restarts": feed.restarts, "last_error": feed.last_error}
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -73,16 +73,19 @@ class DashboardState:
     # -- updates -------------------------------------------------------------------------------------
 
     def add(self, result: SentimentResult) -> None:
+        # Everything derived from the result is computed before the first change, so a value that
+        # raises leaves the state as it was (the feed skips it and carries on).
         now = self._clock()
         at = min(result.classified_at.timestamp(), now)
         latency_ms = (result.classified_at - result.ingested_at).total_seconds() * 1000
         tag = tag_of(result)
+        row = self._latest_row(result, tag, latency_ms)
         with self._lock:
             self._sequence += 1
             self._totals[result.label] += 1
             if self._model_seen is None or at >= self._model_seen[0]:
                 self._model_seen = (at, result.model_version)
-            self._latest.appendleft(self._latest_row(result, tag, latency_ms))
+            self._latest.appendleft(row)
             self._expire(now)
             if at < self._first_minute(now):
                 return  # counted in the totals, but older than every chart

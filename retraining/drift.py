@@ -12,6 +12,9 @@ Memory is bounded for a monitor that runs for months: at most ``drift_max_open_w
 open (beyond it the oldest is closed, i.e. compared, early), a window tracks at most
 ``MAX_VERSIONS`` model versions, the monitor keeps the last ``MAX_EVENTS`` events, and results dated
 more than a window in the future (which would open windows no clock closes) are skipped and counted.
+
+The monitor is total on its input: :meth:`DriftMonitor.handle` has one outcome for any bytes, and a
+window whose comparison raises is dropped and counted, so no result can stop drift detection.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from tweetpulse.contracts import ContractError, DriftEvent, SentimentResult
 from tweetpulse.retraining.offsets import drop_reached, watermarks
@@ -31,6 +35,15 @@ log = logging.getLogger(__name__)
 
 MAX_VERSIONS = 16  # per window; more means a misbehaving producer, and only the most common counts
 MAX_EVENTS = 1_000  # drift events the monitor keeps in memory (all of them are on the topic)
+MAX_REASON_CHARS = 300  # of an exception's text in a log line: it may quote part of a value
+
+Outcome = Literal["counted", "late", "future", "malformed", "unusable"]
+
+
+def short_error(exc: BaseException) -> str:
+    if isinstance(exc, ContractError):
+        return str(exc)[:MAX_REASON_CHARS]
+    return f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
 
 
 @dataclass
@@ -91,6 +104,7 @@ class DriftDetector:
         self.open: dict[datetime, Window] = {}
         self.reference: list[Window] = []
         self.late = 0  # results for windows already closed (not counted anywhere)
+        self.uncompared = 0  # windows whose comparison raised (dropped, logged)
         self.closed_before: datetime | None = None
         self.newest: datetime | None = None  # newest classified_at read
 
@@ -115,7 +129,14 @@ class DriftDetector:
         """Close every window that starts before `cutoff` (oldest first) and compare it."""
         events = []
         for start in sorted(s for s in self.open if s < cutoff):
-            event = self._compare(self.open.pop(start))
+            try:
+                event = self._compare(self.open.pop(start))
+            except Exception as exc:  # e.g. a window ending in 2100 makes no valid event: drop it, go on
+                self.uncompared += 1
+                log.error(
+                    "drift window not compared", extra={"window": str(start), "reason": short_error(exc)}
+                )
+                continue
             if event is not None:
                 events.append(event)
         self.closed_before = max(self.closed_before or cutoff, cutoff)
@@ -182,8 +203,8 @@ class DriftDetector:
 class DriftMonitor:
     """Consumes ``tweets.sentiment``, runs a :class:`DriftDetector`, produces events to ``tweets.drift``.
 
-    Malformed results are skipped and counted: the processors wrote them, and the dead-letter topic
-    is for the processors' input.
+    Malformed results are skipped, counted and logged: the processors wrote them, and the dead-letter
+    topic is for the processors' input.
     """
 
     def __init__(self, settings: Settings, group_id: str | None = None, from_beginning: bool = False) -> None:
@@ -192,8 +213,9 @@ class DriftMonitor:
         self.group_id = group_id or f"tweetpulse-drift-{uuid.uuid4().hex[:8]}"
         self.from_beginning = from_beginning
         self.events: deque[DriftEvent] = deque(maxlen=MAX_EVENTS)
-        self.malformed = 0
+        self.malformed = 0  # results that break the contract, or that the detector could not use
         self.future = 0  # results dated more than a window ahead of the wall clock
+        self.pending: list[DriftEvent] = []  # events of windows closed early by handle(), to publish
 
     def run(self, stop: threading.Event | None = None, until_caught_up: bool = False) -> list[DriftEvent]:
         """Follow the results until `stop` is set, or (`until_caught_up`) to the end offsets of now."""
@@ -217,14 +239,14 @@ class DriftMonitor:
         try:
             while not (stop and stop.is_set()) and not (ends is not None and not ends):
                 messages = consumer.consume(num_messages=500, timeout=0.5)
-                early: list[DriftEvent] = []
                 for msg in messages:
                     if msg.error() is None:
-                        early += self._on_message(msg.value())
+                        self.handle(msg.value(), msg.partition(), msg.offset())
                         _mark_read(ends, msg.partition(), msg.offset())
                 if ends:
                     drop_reached(consumer, topic, ends)
-                self._publish(producer, early)
+                self._publish(producer, self.pending)
+                self.pending = []
                 if not messages or self.detector.live():
                     self._publish(producer, self.detector.close_stale())
             self._publish(producer, self.detector.close_stale())
@@ -233,18 +255,32 @@ class DriftMonitor:
             producer.flush(30)
         return list(self.events)
 
-    def _on_message(self, value: bytes | None) -> list[DriftEvent]:
+    def handle(self, value: bytes | None, partition: int = -1, offset: int = -1) -> Outcome:
+        """Count one ``tweets.sentiment`` value; events of windows it closes early go to `pending`.
+        Any value has an outcome: what cannot be used is counted in `malformed` and logged with the
+        reason (never its bytes)."""
         try:
             result = SentimentResult.from_bytes(value or b"")
-        except ContractError:
-            self.malformed += 1
-            return []
-        if result.classified_at.tzinfo is None:  # naive times would not compare with the others
-            result = result.model_copy(update={"classified_at": result.classified_at.replace(tzinfo=UTC)})
+        except Exception as exc:  # a contract error, or a parser bug: still one outcome
+            return self._skipped("malformed", exc, partition, offset)
+        # The contract makes every time UTC and bounded, so this arithmetic cannot overflow.
         if result.classified_at - datetime.now(UTC) > timedelta(seconds=self.detector.t.window_s):
             self.future += 1
-            return []
-        return self.detector.add(result)
+            return "future"
+        late = self.detector.late
+        try:
+            self.pending += self.detector.add(result)
+        except Exception as exc:  # a valid value the detector cannot use (a bug): skipped, not fatal
+            return self._skipped("unusable", exc, partition, offset)
+        return "late" if self.detector.late > late else "counted"
+
+    def _skipped(self, outcome: Outcome, exc: Exception, partition: int, offset: int) -> Outcome:
+        self.malformed += 1
+        log.warning(
+            "sentiment result skipped by the drift monitor",
+            extra={"outcome": outcome, "reason": short_error(exc), "partition": partition, "offset": offset},
+        )
+        return outcome
 
     def _publish(self, producer, events: list[DriftEvent]) -> None:
         for event in events:

@@ -5,6 +5,10 @@ events out to ``tweets.drift``) and a listener on ``tweets.drift`` that wakes th
 drift event from any producer triggers a run. Drift-triggered runs are at least
 ``drift_cooldown_s`` apart. SIGTERM/SIGINT stop the scheduler between runs (a run in progress
 finishes first; publishing is atomic, so a kill half-way leaves production as it was).
+
+If a drift thread ends on its own (its Kafka code raised), the scheduler stops the same way and
+:func:`run_scheduler` raises :class:`DriftThreadError`, so the process ends non-zero and its
+orchestrator restarts it, rather than going on retraining on the interval with no drift detection.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEPT_DECISIONS = 100
+
+
+class DriftThreadError(RuntimeError):
+    """A drift thread (monitor or listener) stopped before the scheduler did."""
 
 
 def parse_duration(text: str) -> float:
@@ -102,7 +110,8 @@ def run_scheduler(
     if schedule.every_s is None and not schedule.on_drift:
         raise ValueError("a schedule needs an interval, drift triggering, or both")
     drift = threading.Event()
-    threads = _start_drift_threads(settings, drift, stop) if schedule.on_drift else []
+    failures: list[str] = []  # drift threads that ended on their own
+    threads = _start_drift_threads(settings, drift, stop, failures) if schedule.on_drift else []
     decisions: deque[Decision] = deque(maxlen=KEPT_DECISIONS)  # bounded: the scheduler runs for months
     runs = 0
     last_drift_run = float("-inf")
@@ -127,6 +136,8 @@ def run_scheduler(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+    if failures:
+        raise DriftThreadError("; ".join(failures))
     return list(decisions)
 
 
@@ -135,16 +146,40 @@ def _due(schedule: Schedule) -> float:
 
 
 def _start_drift_threads(
-    settings: Settings, drift: threading.Event, stop: threading.Event
+    settings: Settings, drift: threading.Event, stop: threading.Event, failures: list[str]
 ) -> list[threading.Thread]:
     listener = DriftListener(settings, drift)
     # One group per results topic, so a restarted retrainer resumes where it left off.
     monitor = DriftMonitor(settings, group_id=f"tweetpulse-drift-{settings.topics.sentiment}")
     threads = [
-        threading.Thread(target=listener.run, args=(stop,), name="drift-listener", daemon=True),
-        threading.Thread(target=monitor.run, args=(stop,), name="drift-monitor", daemon=True),
+        _guarded("drift-listener", listener.run, stop, failures),
+        _guarded("drift-monitor", monitor.run, stop, failures),
     ]
     for thread in threads:
         thread.start()
-    listener.ready.wait(30)
+    deadline = time.monotonic() + 30
+    while not (listener.ready.wait(0.1) or stop.is_set() or time.monotonic() > deadline):
+        pass  # a listener that fails at once sets `stop` instead of `ready`
     return threads
+
+
+def _guarded(
+    name: str, target: Callable[[threading.Event], object], stop: threading.Event, failures: list[str]
+) -> threading.Thread:
+    """A thread running ``target(stop)``; if it raises or returns before `stop` is set, the failure is
+    logged and recorded in `failures`, and `stop` is set so the scheduler ends (non-zero)."""
+
+    def run() -> None:
+        try:
+            target(stop)
+        except Exception as exc:
+            failures.append(f"{name} crashed: {type(exc).__name__}: {exc}"[:500])
+            log.exception(f"{name} crashed; the scheduler stops", extra={"component": name})
+        else:
+            if not stop.is_set():
+                failures.append(f"{name} ended on its own")
+                log.error(f"{name} ended on its own; the scheduler stops", extra={"component": name})
+        finally:
+            stop.set()  # also when logging fails: the scheduler must not go on without this thread
+
+    return threading.Thread(target=run, name=name, daemon=True)

@@ -7,11 +7,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,13 +25,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
+from tests.poison import MAX_EXAMPLES, parses, sentiment_values
 from tweetpulse.contracts import ModelAnnouncement, SentimentResult
+from tweetpulse.dashboard import feed as feed_module
 from tweetpulse.dashboard.cli import add_options, options_from_args, register
-from tweetpulse.dashboard.feed import ResultFeed
+from tweetpulse.dashboard.feed import MAX_REASON_CHARS, ResultFeed, ingest_result
 from tweetpulse.dashboard.lag import measure_lag
-from tweetpulse.dashboard.server import HUB, STATE, allowed_host_names, create_app, host_allowed
+from tweetpulse.dashboard.server import FEED, HUB, STATE, allowed_host_names, create_app, host_allowed
 from tweetpulse.dashboard.state import OTHER_TAGS, TAGS_TRACKED_PER_SHOWN, DashboardState, tag_of
 from tweetpulse.kafka import admin_client, producer_config
 from tweetpulse.settings import DashboardSettings, Settings, load_settings
@@ -224,6 +231,40 @@ def test_model_version_is_the_latest_seen_and_the_announcement_is_reported() -> 
     assert (model["version"], model["seen_in_results"], model["announced"]) == ("v0001", "v0001", "v0002")
 
 
+@fuzz_settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=MAX_EXAMPLES,
+    suppress_health_check=list(HealthCheck),
+)
+@given(values=st.lists(sentiment_values(T0), min_size=1, max_size=8))
+def test_the_feed_handler_counts_or_skips_any_value_and_the_snapshot_still_renders(
+    values: list[bytes | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()  # one fixture for every example
+    state = DashboardState(window_minutes=5, clock=Clock(T0))
+    with caplog.at_level(logging.WARNING, logger="tweetpulse.dashboard.feed"):
+        outcomes = [ingest_result(state, value, 0, offset) for offset, value in enumerate(values)]
+    logged = [r for r in caplog.records if r.getMessage() == "sentiment result skipped"]
+    expected = ["counted" if parses(value) else "malformed" for value in values]
+    assert outcomes == expected  # nothing valid is "unusable", nothing invalid is counted
+    snap = json.loads(json.dumps(state.snapshot(), allow_nan=False))  # strict JSON, as browsers parse it
+    assert snap["totals"]["count"] == expected.count("counted")
+    assert snap["malformed"] == expected.count("malformed") == len(logged)
+    assert all(len(r.reason) <= MAX_REASON_CHARS and r.offset >= 0 for r in logged)  # never the bytes
+    state.add(result("after", T0))  # still usable
+    assert state.snapshot()["totals"]["count"] == expected.count("counted") + 1
+
+
+def test_a_result_the_state_cannot_use_is_skipped_and_counted_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = DashboardState(clock=Clock(T0))
+    monkeypatch.setattr(state, "add", lambda _: 1 / 0)  # any bug a value could trigger downstream
+    assert ingest_result(state, result(1, T0).to_bytes()) == "unusable"
+    assert state.snapshot()["malformed"] == 1
+
+
 # -- Kafka: lag and feed -------------------------------------------------------------------------------
 
 
@@ -325,6 +366,49 @@ def test_feed_from_latest_sees_only_results_produced_after_it_is_ready(settings:
         feed.stop()
         feed.join(15)
     assert [row["id"] for row in state.snapshot()["latest"]] == ["tnew"]
+
+
+def test_a_feed_whose_kafka_code_raises_restarts_with_backoff_resumes_where_it_was_and_says_so_on_healthz(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail = threading.Event()
+
+    class FlakyConsumer(Consumer):  # the real consumer, whose next consume() raises once `fail` is set
+        def consume(self, *args: object, **kwargs: object) -> list:
+            if fail.is_set():
+                fail.clear()
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT, "connection lost (test)"))
+            return super().consume(*args, **kwargs)
+
+    monkeypatch.setattr(feed_module, "Consumer", FlakyConsumer)
+    monkeypatch.setattr(feed_module, "RESTART_BACKOFF_START_S", 1.0)
+    now = datetime.now(UTC)
+
+    async def scenario() -> None:
+        async with served(settings) as (app, url), aiohttp.ClientSession() as http:
+            feed, state = app[FEED], app[STATE]
+            wait_until(feed.ready.is_set)
+            produce(settings, settings.topics.sentiment, [(b"t1", result(1, now).to_bytes())])
+            wait_until(lambda: state.total == 1)
+            fail.set()
+            wait_until(lambda: feed.restarts == 1)
+            health = await http.get(f"{url}/healthz")
+            body = await health.json()
+            assert (health.status, body["status"], body["restarts"]) == (503, "restarting", 1)
+            assert "connection lost (test)" in body["last_error"]
+            # Produced while the feed is down, to any partition: read once it is back, nothing twice.
+            produce(
+                settings,
+                settings.topics.sentiment,
+                [(f"k{i}".encode(), result(i, now).to_bytes()) for i in range(2, 8)],
+            )
+            wait_until(lambda: feed.ready.is_set() and state.total == 7)
+            health = await http.get(f"{url}/healthz")
+            assert (health.status, (await health.json())["restarts"]) == (200, 1)
+            time.sleep(1.0)  # give a result read twice the chance to show up
+            assert state.total == 7 and feed.is_alive()
+
+    asyncio.run(scenario())
 
 
 # -- the service: CLI, HTTP, browser ---------------------------------------------------------------

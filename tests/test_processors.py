@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
+from tests.poison import MAX_EXAMPLES, parses, sentiment_values
 from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet, aggregate_tags
 from tweetpulse.processors.classifier import gpu_present, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
@@ -335,3 +341,38 @@ def test_the_count_agents_writes_wait_once_they_run_a_second_ahead_of_their_byte
     assert slept == []
     asyncio.run(write(budget, 16 * 29, 2**13))  # 29 seconds' worth more
     assert sum(slept) == pytest.approx(29.0)  # written at the rate, after the first second's burst
+
+
+# -- tweetpulse watch (issue 25: total on its input) ----------------------------------------------------
+
+
+@fuzz_settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=MAX_EXAMPLES,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    values=st.lists(sentiment_values(datetime(2026, 3, 1, tzinfo=UTC)), min_size=1, max_size=8),
+    ascii_console=st.booleans(),
+)
+def test_watch_shows_or_skips_any_value_and_its_summary_counts_both(
+    values: list[bytes | None], ascii_console: bool
+) -> None:
+    from tweetpulse.processors.watch import MAX_REASON_CHARS, Watcher
+
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii") if ascii_console else io.StringIO()  # LANG=C, or a pipe
+    watcher = Watcher(out, summary_every=3)
+    outcomes = [watcher.handle(value, offset) for offset, value in enumerate(values)]
+    assert outcomes == ["shown" if parses(value) else "unreadable" for value in values]
+    assert (watcher.total, watcher.unreadable) == (outcomes.count("shown"), outcomes.count("unreadable"))
+    summary = watcher.summary()
+    assert f"{watcher.total} classified" in summary and (
+        f"{watcher.unreadable} unreadable" in summary
+    ) == bool(watcher.unreadable)
+    out.flush()
+    printed = raw.getvalue().decode("ascii") if ascii_console else out.getvalue()
+    skipped = [line for line in printed.splitlines() if line.startswith("!! unreadable")]
+    assert len(skipped) == watcher.unreadable
+    assert all(len(line) <= 60 + MAX_REASON_CHARS for line in skipped)  # a reason, never the bytes

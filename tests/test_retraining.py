@@ -35,7 +35,7 @@ from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels, text_key
 from tweetpulse.retraining.drift import DriftDetector, DriftMonitor, Thresholds
 from tweetpulse.retraining.gate import GateRules, Score, decide
-from tweetpulse.retraining.run import Decision, decisions, retrain_once
+from tweetpulse.retraining.run import DECISIONS, Decision, decisions, record, retrain_once
 from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
 from tweetpulse.retraining.weak_labels import WeakLabeler, sampled, weak_label
 from tweetpulse.settings import RetrainSettings, Settings, TopicSettings, load_settings
@@ -125,19 +125,22 @@ def test_labels_outside_the_recency_window_or_over_the_cap_are_left_out() -> Non
     assert [lab.id for lab in selected] == ["h0", "h1", "h2", "h3", "h4"]
 
 
-def test_training_set_is_deduplicated_with_human_over_weak_over_base_and_no_validation_text() -> None:
+def test_training_set_keeps_every_base_example_over_labels_human_over_weak_and_no_validation_text() -> None:
     base = [("Great day at the beach", "positive"), ("the VAL tweet", "negative"), ("base only", "negative")]
-    labels = [
-        label("h", "great  day at the BEACH", "negative", "human"),
+    labels = [  # human first, newest first, as select_labels orders them
+        label("h", "great  day at the BEACH", "negative", "human"),  # on a base text: the base label stands
+        label("h2", "fresh  news", "negative", "human"),
         label("w", "Great day at the beach", "positive", "weak"),
         label("w2", "base only", "positive", "weak"),
+        label("w3", "FRESH news", "positive", "weak"),  # the human label of this text wins
+        label("w4", "the val tweet", "positive", "weak"),
     ]
     val = [("the val tweet", "negative")]
     train, counts = combine(base, labels, val, weak_max_share=1.0)
     keyed = {normalize_text(t): lab for t, lab in train}
-    assert keyed == {"great day at the beach": "negative", "base only": "positive"}
-    assert counts["human"] == 1 and counts["weak"] == 1 and counts["base"] == 0
-    assert counts["duplicates_or_validation"] == 4
+    assert keyed == {"great day at the beach": "positive", "base only": "negative", "fresh news": "negative"}
+    assert (counts["base"], counts["human"], counts["weak"]) == (2, 1, 0)
+    assert counts["labels_on_base_texts"] == 3 and counts["duplicates_or_validation"] == 3
 
 
 def test_weak_labels_never_exceed_their_share_of_the_training_set() -> None:
@@ -153,11 +156,14 @@ def test_human_labels_are_capped_at_their_share_too_keeping_the_newest() -> None
     humans = [label(f"h{i}", f"human tweet {i}", "negative", "human", hours_ago=i) for i in range(100)]
     weak = [label(f"w{i}", f"weak tweet {i}", "negative", "weak", hours_ago=i) for i in range(100)]
     train, counts = combine(base, humans + weak, [], weak_max_share=0.2, human_max_share=0.3)
-    # both caps bind: 50 base examples are half of a 100-example set, 30 human and 20 weak
-    assert (counts["base"], counts["human"], counts["weak"], counts["train"]) == (50, 30, 20, 100)
-    assert counts["human_over_share"] == 70 and counts["weak_over_share"] == 80
+    # labels together are at most the larger share (the source is self-declared), human ones first:
+    # 21 of 71; 30 human and 20 weak would make labels half of the set
+    assert (counts["base"], counts["human"], counts["weak"], counts["train"]) == (50, 21, 0, 71)
+    assert counts["human_over_share"] == 79 and counts["weak_over_share"] == 100
     texts = {t for t, _ in train}
-    assert {f"human tweet {i}" for i in range(30)} <= texts and "human tweet 30" not in texts
+    assert {f"human tweet {i}" for i in range(21)} <= texts and "human tweet 21" not in texts
+    only_weak, counts = combine(base, weak, [], weak_max_share=0.2, human_max_share=0.3)
+    assert counts["weak"] == 12 and counts["weak"] / len(only_weak) <= 0.2 < 13 / 63
     only_humans, counts = combine(base, humans, [], weak_max_share=0.2, human_max_share=0.3)
     # 21 of 71 is within the share and 22 of 72 would not be
     assert counts["human"] == 21 and counts["human"] / len(only_humans) <= 0.3 < 22 / 72
@@ -336,6 +342,44 @@ def test_gate_never_promotes_below_the_floor_on_a_small_set_or_without_scoring_p
     assert not blind.promote and "v0001" in blind.reason
     assert not decide(Score(0.95, 0.95, 500), Score(0.5, 0.5, 400), rules, "v0001").promote
     assert decide(Score(0.95, 0.95, 500), Score(0.9, 0.9, 500), rules, "v0001").promote
+
+
+# -- the decisions log --------------------------------------------------------------------------------
+
+
+def _decision(reason: str) -> Decision:
+    return Decision("kept-production", reason, "test", None, None, "v0001", None, 0.005)
+
+
+def test_a_decision_is_fsynced_with_the_new_log_and_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, fsynced = os.fsync, []
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
+    )
+    registry = ModelRegistry(tmp_path / "reg")
+    record(registry, _decision("first"))
+    root = registry.root.resolve()
+    assert fsynced == [str(root / DECISIONS), str(root)]  # the line, then the new file's name
+    fsynced.clear()
+    record(registry, _decision("second"))
+    assert fsynced == [str(root / DECISIONS)]
+
+
+def test_a_torn_decision_line_is_skipped_with_one_warning_and_the_next_starts_on_its_own_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    record(registry, _decision("first"))
+    with (registry.root / DECISIONS).open("ab") as f:
+        f.write(b'{"action": "promoted", "rea')  # a crash mid-write
+    caplog.clear()
+    assert [d["reason"] for d in decisions(registry.root)] == ["first"]
+    [warning] = [r for r in caplog.records if "skipped unreadable lines" in r.getMessage()]
+    assert (warning.skipped, warning.first_line) == (1, 2)
+    record(registry, _decision("second"))
+    assert [d["reason"] for d in decisions(registry.root)] == ["first", "second"]  # not glued to the tail
 
 
 def test_durations_parse_and_bad_ones_are_refused() -> None:

@@ -1,5 +1,8 @@
 """Issue 14 hardening of the closed loop: labeled data is untrusted, the gate is disjoint and never
 promotes blind, reads end at the end offsets (also under transactions), drift state stays bounded.
+Issue 25: one reader and parser for the labeled topic (a poison record is a refusal in both readers),
+and topic labels never displace the base data, whatever source they claim.
+Issue 25: the drift monitor is total on its input, and a drift thread that dies ends the scheduler.
 
 Every Kafka test talks to the real broker; nothing here trains a model (the gate tests that train
 are in test_retraining.py). Production models here are real registry artifacts (checksummed
@@ -19,17 +22,30 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
-from tweetpulse.contracts import MAX_TEXT_CHARS, LabeledTweet, SentimentResult
+from tests.poison import MAX_EXAMPLES, parses, sentiment_values, valid_results
+from tweetpulse.contracts import MAX_TEXT_CHARS, DriftEvent, LabeledTweet, SentimentResult
 from tweetpulse.kafka import producer_config
 from tweetpulse.registry import VARIANTS, ModelRegistry
+from tweetpulse.retraining import scheduler
 from tweetpulse.retraining.data import base_and_val, gather, read_labeled_tweets
-from tweetpulse.retraining.drift import MAX_EVENTS, MAX_VERSIONS, DriftDetector, DriftMonitor, Thresholds
+from tweetpulse.retraining.drift import (
+    MAX_EVENTS,
+    MAX_REASON_CHARS,
+    MAX_VERSIONS,
+    DriftDetector,
+    DriftMonitor,
+    Thresholds,
+)
 from tweetpulse.retraining.gate import load_baseline
 from tweetpulse.retraining.lineage import text_key, write_training_keys
 from tweetpulse.retraining.offsets import watermarks
 from tweetpulse.retraining.run import decisions, retrain_once
 from tweetpulse.settings import Settings
+from tweetpulse.training.data import load_source
 
 
 def with_retrain(settings: Settings, **fields: object) -> Settings:
@@ -81,7 +97,7 @@ def test_labeled_read_refuses_unsourced_invalid_future_dated_and_malformed_messa
     # no labeled_at and a Kafka timestamp half an hour ahead: dated by Kafka, so future-dated too
     later = int((now + timedelta(minutes=30)).timestamp() * 1000)
     produce(settings, [json.dumps({**poison, "source": "weak"}).encode()], timestamp_ms=later)
-    with caplog.at_level(logging.WARNING, logger="tweetpulse.retraining.data"):
+    with caplog.at_level(logging.WARNING, logger="tweetpulse.labeled"):
         read = read_labeled_tweets(settings)
     assert sorted(lab.id for lab in read.labels) == ["h1", "h2", "w1"]
     assert read.messages == 12
@@ -134,6 +150,97 @@ def test_labeled_read_ends_promptly_on_a_transactional_topic_without_reading_ope
         assert time.monotonic() - started < 10
     finally:
         tx.abort_transaction(30)
+
+
+DEEP = 100_000
+
+
+def deep_record() -> bytes:
+    """A labeled record with a value nested 100k deep (json.loads raised RecursionError on it)."""
+    head = json.dumps({"id": "deep", "text": "deep", "label": "positive", "source": "human"})[:-1]
+    return f'{head}, "extra": {"[" * DEEP}{"]" * DEEP}}}'.encode()
+
+
+def test_both_readers_refuse_a_record_nested_100k_deep_with_a_reason_and_agree_on_every_message(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [labeled(f"h{i}") for i in range(3)] + [labeled("w1", "weak")]
+    poison = [
+        deep_record(),
+        json.dumps({"id": "p", "text": "no source", "label": "positive"}).encode(),  # train once took it
+        json.dumps({**json.loads(good[0].to_bytes()), "text": "bad \u0000 text"}).encode(),
+        b"\xc3\x28 not utf-8",
+    ]
+    produce(settings, [lab.to_bytes() for lab in good] + poison)
+    with caplog.at_level(logging.WARNING, logger="tweetpulse.labeled"):
+        read = read_labeled_tweets(settings)  # the retrain reader
+        trained = load_source(f"kafka:{settings.topics.labeled}", settings)  # `train --data kafka:`
+    assert sorted(lab.id for lab in read.labels) == ["h0", "h1", "h2", "w1"]
+    assert read.refused == {"unreadable": 2, "unsourced": 1, "invalid": 1}
+    assert sorted(trained) == sorted((lab.text, lab.label) for lab in read.labels)
+    deep_refusals = [r for r in caplog.records if "recursion limit" in getattr(r, "reason", "")]
+    assert len(deep_refusals) == 2 and all(r.reason.startswith("unreadable: ") for r in deep_refusals)
+    summaries = [r.refused for r in caplog.records if r.getMessage() == "labeled messages refused"]
+    assert summaries == [dict(read.refused)] * 2  # one rule: both readers refuse the same messages
+
+
+# -- topic labels never displace the base data ----------------------------------------------------------
+
+
+def base_file(root: Path, n: int = 200) -> tuple[Path, list[tuple[str, str]]]:
+    base = [
+        (f"Base tweet {i} about the {'good' if i % 2 else 'bad'} day", ["negative", "positive"][i % 2])
+        for i in range(n)
+    ]
+    path = root / "base.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in base))
+    return path, base
+
+
+FLIP = {"negative": "positive", "positive": "negative"}
+
+
+@pytest.mark.parametrize("flipped_share", [1.0, 0.5])
+def test_human_labels_on_every_base_text_leave_the_base_examples_in_place(
+    settings: Settings, tmp_path: Path, flipped_share: float
+) -> None:
+    path, base = base_file(tmp_path)
+    settings = with_retrain(settings, base_data=[str(path)], max_val_samples=None)
+    flood = [  # respelled (case, spacing, a link): the same texts once normalized
+        LabeledTweet(
+            id=f"f{i}",
+            text=f"{text.upper()}  https://t.co/{i}",
+            label=FLIP[label] if i < flipped_share * len(base) else label,
+            source="human",
+            labeled_at=datetime.now(UTC) - timedelta(minutes=i),
+        )
+        for i, (text, label) in enumerate(base)
+    ]
+    produce(settings, [lab.to_bytes() for lab in flood])
+    gathered = gather(settings)
+    assert len(gathered.val) == 20
+    assert sorted(gathered.train + gathered.val) == sorted(base)  # every base example, its own label
+    counts = gathered.counts
+    assert (counts["base"], counts["human"], counts["weak"]) == (180, 0, 0)
+    assert counts["labels_on_base_texts"] == 180 and counts["duplicates_or_validation"] == 20
+
+
+def test_a_flood_of_labels_of_any_claimed_source_stays_within_the_share_and_displaces_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path, base = base_file(tmp_path)
+    settings = with_retrain(settings, base_data=[str(path)], max_val_samples=None)
+    assert (settings.retrain.human_max_share, settings.retrain.weak_max_share) == (0.5, 0.3)
+    flood = [labeled(f"h{i}", "human", text=f"new human text {i}") for i in range(1000)]
+    flood += [labeled(f"w{i}", "weak", text=f"new weak text {i}") for i in range(1000)]
+    flood += [labeled(f"b{i}", "human", text=text) for i, (text, _) in enumerate(base)]  # on base texts
+    produce(settings, [lab.to_bytes() for lab in flood])
+    gathered = gather(settings)
+    counts, train = gathered.counts, set(gathered.train)
+    assert set(base) - set(gathered.val) <= train and counts["base"] == 180
+    labels = counts["human"] + counts["weak"]
+    assert labels == 180 and labels / len(gathered.train) <= 0.5  # together, not 0.5 + 0.3
+    assert counts["human"] <= 0.5 * len(gathered.train) and counts["weak"] <= 0.3 * len(gathered.train)
 
 
 def wait_until_stable(settings: Settings, topic: str, timeout: float = 30) -> None:
@@ -357,7 +464,7 @@ def test_a_drift_window_tracks_a_bounded_number_of_model_versions() -> None:
 def test_drift_monitor_skips_future_results_and_keeps_a_bounded_event_list(settings: Settings) -> None:
     monitor = DriftMonitor(settings)
     future = result(1, datetime.now(UTC) + timedelta(days=365), True)
-    assert monitor._on_message(future.to_bytes()) == [] and monitor.future == 1
+    assert monitor.handle(future.to_bytes()) == "future" and monitor.future == 1
     assert monitor.detector.open == {}
     detector = DriftDetector(Thresholds(60, 1, 1, 0.01, 0.01))
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -385,3 +492,113 @@ def test_drift_monitor_catches_up_on_a_transactional_results_topic(settings: Set
     runner.join(timeout=45)
     assert not runner.is_alive(), "the monitor waited for a message past the commit marker"
     assert monitor.detector.newest == now + timedelta(seconds=59)  # every result was read
+
+
+# -- drift detection is total (issue 25) ---------------------------------------------------------------
+
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+EAGER = Thresholds(60, 1, 1, 0.01, 0.01, max_open_windows=2)  # compares, and closes early, all the time
+
+
+@fuzz_settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=MAX_EXAMPLES,
+    suppress_health_check=list(HealthCheck),
+)
+@given(values=st.lists(sentiment_values(NOW), min_size=1, max_size=8))
+def test_the_drift_handler_counts_or_skips_any_value_and_the_detector_stays_usable(
+    values: list[bytes | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()  # one fixture for every example
+    monitor = DriftMonitor(Settings())
+    monitor.detector = DriftDetector(EAGER)
+    with caplog.at_level(logging.WARNING, logger="tweetpulse.retraining.drift"):
+        outcomes = [monitor.handle(value, 0, offset) for offset, value in enumerate(values)]
+        assert monitor.handle(result(0, datetime.now(UTC), True).to_bytes()) in ("counted", "late")  # usable
+        events = [
+            *monitor.pending,
+            *monitor.detector.close_stale(),
+            *monitor.detector.close_before(NOW + timedelta(days=1)),
+        ]
+    valid = [parses(value) for value in values]
+    for outcome, parsed in zip(outcomes, valid, strict=True):
+        assert outcome in (("counted", "late", "future") if parsed else ("malformed",))
+    logged = [r for r in caplog.records if r.getMessage() == "sentiment result skipped by the drift monitor"]
+    assert monitor.malformed == valid.count(None) == len(logged)
+    assert all(len(r.reason) <= MAX_REASON_CHARS and r.offset >= 0 for r in logged)  # never the bytes
+    assert all(DriftEvent.from_bytes(event.to_bytes()) == event for event in events)
+
+
+@fuzz_settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=MAX_EXAMPLES,
+    suppress_health_check=list(HealthCheck),
+)
+@given(results=st.lists(valid_results(NOW), min_size=2, max_size=12))
+def test_the_drift_detector_compares_or_drops_the_windows_of_any_valid_results(
+    results: list[SentimentResult],
+) -> None:
+    """Without the monitor's future filter: windows from 2000 to the last minute of 2099, all of one
+    model version, so that every window after the first is compared."""
+    detector = DriftDetector(EAGER)
+    events = []
+    for r in results:
+        events += detector.add(r.model_copy(update={"model_version": "v1"}))
+    events += detector.close_before(datetime(2100, 1, 1, tzinfo=UTC))
+    assert detector.open == {} and detector.late + sum(e.count for e in events) <= len(results)
+    assert all(DriftEvent.from_bytes(event.to_bytes()) == event for event in events)
+
+
+def test_a_drift_window_that_makes_no_valid_event_is_dropped_and_counted_not_raised() -> None:
+    detector = DriftDetector(EAGER)
+    last_minute = datetime(2099, 12, 31, 23, 59, 30, tzinfo=UTC)  # its window ends in 2100
+    for i, when in enumerate(
+        [last_minute - timedelta(minutes=2), last_minute - timedelta(minutes=1), last_minute]
+    ):
+        detector.add(result(i, when, i % 2 == 0))
+    assert detector.close_before(datetime(2100, 1, 1, tzinfo=UTC)) != []  # the earlier windows still compare
+    assert detector.uncompared == 1 and detector.open == {}
+
+
+def _healthy_listener(self: scheduler.DriftListener, stop: threading.Event) -> None:
+    self.ready.set()
+    stop.wait()
+
+
+def _crashes(self: object, stop: threading.Event) -> None:
+    raise RuntimeError("broker connection code raised (test)")
+
+
+def _returns(self: object, stop: threading.Event) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("thread", "listener_run", "monitor_run", "said"),
+    [
+        (
+            "drift-monitor",
+            _healthy_listener,
+            _crashes,
+            "drift-monitor crashed: RuntimeError: broker connection",
+        ),
+        ("drift-listener", _crashes, lambda self, stop: stop.wait(), "drift-listener crashed: RuntimeError"),
+        ("drift-monitor", _healthy_listener, _returns, "drift-monitor ended on its own"),
+    ],
+)
+def test_a_drift_thread_that_dies_stops_the_scheduler_which_raises_so_the_process_ends_non_zero(
+    monkeypatch: pytest.MonkeyPatch, thread: str, listener_run: Any, monitor_run: Any, said: str
+) -> None:
+    monkeypatch.setattr(scheduler.DriftListener, "run", listener_run)
+    monkeypatch.setattr(scheduler.DriftMonitor, "run", monitor_run)
+    runs: list[str] = []
+    stop = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(scheduler.DriftThreadError, match=said):
+        scheduler.run_scheduler(
+            Settings(), scheduler.Schedule(every_s=3600, on_drift=True), stop, lambda _, why: runs.append(why)
+        )
+    assert stop.is_set() and runs == [] and time.monotonic() - started < 10
+    assert not any(t.name == thread and t.is_alive() for t in threading.enumerate())
