@@ -130,7 +130,8 @@ class Batcher:
         self._waiting: deque[Batch] = deque()  # parsed micro-batches waiting for the model
         self._waiting_events = 0
         self._waiting_changed = asyncio.Event()
-        self._waiting_taken = asyncio.Event()
+        self._room = asyncio.Event()  # set when waiting batches are taken or held ones acked
+        self._held_bytes = 0  # raw bytes of the events held from submit to ack
         self._draining = False
         self._to_send: asyncio.Queue[tuple[Batch, str, asyncio.Future | None]] = asyncio.Queue()
         self._to_deliver: asyncio.Queue[tuple[Batch, Delivery, asyncio.Future | None]] = asyncio.Queue()
@@ -168,15 +169,18 @@ class Batcher:
         metrics.MESSAGES_IN.inc(len(events))
         self.watchdog.taken(len(events))
         await run_to_completion(self._parse_and_queue(events))  # held events are queued, even on a stop
-        while self._waiting_events >= self.conf.batch_size:  # back-pressure
-            self._waiting_taken.clear()
-            await self._waiting_taken.wait()
+        # Back-pressure: a full model batch waiting, or more raw bytes held than buffer_max_bytes
+        # (each held event keeps its record's value until its ack: up to 1 MiB for an oversized one).
+        while self._waiting_events >= self.conf.batch_size or self._held_bytes > self.conf.buffer_max_bytes:
+            self._room.clear()
+            await self._room.wait()
 
     async def _parse_and_queue(self, events: list[Any]) -> None:
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(self._parser, parse_batch, events, self.conf, self.outputs)
         self._waiting.append(batch)
         self._waiting_events += len(events)
+        self._held_bytes += held_bytes(events)
         self._waiting_changed.set()
 
     async def send_counts_if_due(self) -> None:
@@ -232,7 +236,7 @@ class Batcher:
             size += len(self._waiting[0].events)
             taken.append(self._waiting.popleft())
         self._waiting_events -= size
-        self._waiting_taken.set()
+        self._room.set()
         metrics.BATCH_SIZE.observe(size)
         return Batch(
             [e for b in taken for e in b.events],
@@ -265,6 +269,8 @@ class Batcher:
             for event in batch.events:
                 await self.stream.ack(event)
             self.watchdog.finished(len(batch.events))
+            self._held_bytes -= held_bytes(batch.events)
+            self._room.set()
             self._to_ack.task_done()
 
     async def _outputs(
@@ -308,6 +314,10 @@ class Batcher:
             await self._to_ack.join()
         finally:
             self._draining = False
+
+
+def held_bytes(events: list[Any]) -> int:
+    return sum(len(event.message.value or b"") for event in events)
 
 
 def _settle(future: asyncio.Future, task: asyncio.Future) -> None:

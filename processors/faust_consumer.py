@@ -96,7 +96,9 @@ def buffers(conf: ProcessorSettings, partitions: int, brokers: int = 1) -> Buffe
       `brokers` R).
 
     Worst case: 3 S R + 2 (3 partitions F + brokers R); with the defaults (S = 42, 6 partitions, one
-    broker) 132.1 MB + 4.5 MB = 136.6 MB (130 MiB). The batches the agent took (batching.py) come on top.
+    broker) 132.1 MB + 4.5 MB = 136.6 MB (130 MiB). The events the classify agent took and holds until
+    their ack (batching.py) come on top: at most ``buffer_max_bytes`` of their values plus one
+    micro-batch (``batch_size`` R), since a new one waits while more is held.
     """
     record = max(KAFKA_MAX_RECORD_BYTES, conf.max_message_bytes)
     events = max(1, min(2 * conf.batch_size, conf.buffer_max_bytes // (STREAM_BUFFERS * record)))

@@ -376,3 +376,84 @@ def test_watch_shows_or_skips_any_value_and_its_summary_counts_both(
     skipped = [line for line in printed.splitlines() if line.startswith("!! unreadable")]
     assert len(skipped) == watcher.unreadable
     assert all(len(line) <= 60 + MAX_REASON_CHARS for line in skipped)  # a reason, never the bytes
+
+
+def test_the_classify_agent_takes_no_more_once_it_holds_buffer_max_bytes_of_records_until_acks() -> None:
+    asyncio.run(_held_bytes())
+
+
+class _HeldMessage:
+    """The fields of a Faust message the batcher reads."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.tp, self.offset, self.key, self.value = (
+            "raw",
+            0,
+            "raw-0",
+            offset,
+            None,
+            value,
+        )
+
+    def incref(self) -> None:
+        pass
+
+
+class _HeldEvent:
+    def __init__(self, message: _HeldMessage) -> None:
+        self.message = message
+
+
+class _SlowBroker:
+    """Queues anything; deliveries wait until `open` is set."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+
+    async def queue(self, outputs: list) -> list:
+        return outputs
+
+    async def delivered(self, delivery: list) -> None:
+        await self.open.wait()
+
+    async def send_all(self, outputs: list) -> None:
+        pass
+
+
+class _AckingStream:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    async def ack(self, event: _HeldEvent) -> None:
+        self.acked.append(event.message.offset)
+
+
+async def _held_bytes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from tweetpulse.processors.batching import Batcher
+    from tweetpulse.processors.outputs import Outputs, Topics
+    from tweetpulse.processors.watchdog import Limits, Watchdog
+    from tweetpulse.settings import ProcessorSettings
+
+    mib = 1024 * 1024
+    conf = ProcessorSettings(buffer_max_bytes=4 * mib, batch_size=8)
+    broker, stream = _SlowBroker(), _AckingStream()
+    outputs = Outputs(Topics("sentiment", "dlq", "labeled", "count-events"), 1024, None)
+    model = SimpleNamespace(classifier=SimpleNamespace(version="v1"))  # dead letters never reach it
+    batcher = Batcher(
+        conf, model, ThreadPoolExecutor(1), outputs, broker, Watchdog(Limits(60, 60, 60, 60)), lambda: False
+    )
+    async with batcher.running(stream):
+        try:
+            for offset in range(4):  # 1 MiB values (oversized: dead letters), one micro-batch each
+                await asyncio.wait_for(batcher.submit([_HeldEvent(_HeldMessage(offset, b"x" * mib))]), 10)
+            fifth = asyncio.ensure_future(batcher.submit([_HeldEvent(_HeldMessage(4, b"x" * mib))]))
+            await asyncio.sleep(0.2)
+            assert not fifth.done()  # 5 MiB held > 4 MiB: it waits for acks, not for the model
+            assert stream.acked == []
+        finally:
+            broker.open.set()
+        await asyncio.wait_for(fifth, 10)
+    assert stream.acked == list(range(5))

@@ -222,7 +222,8 @@ class ProcessorSettings(BaseModel):
         ge=4 * 1024 * 1024,
         le=16 * 1024**3,
         description="raw bytes Faust's stream buffers may hold ahead of the agents, every event counted at "
-        "the largest record Kafka admits; sizes stream_buffer_maxsize (faust_consumer.buffers)",
+        "the largest record Kafka admits (sizes stream_buffer_maxsize: faust_consumer.buffers); and the "
+        "bytes of record values the classify agent holds until their ack before it takes more",
     )
     # A worker that cannot make progress exits (named exit codes, see processors/exits.py).
     send_timeout_s: float = Field(60.0, gt=0)  # transient send errors retry this long, then exit
