@@ -11,7 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.strategies import VALID, encode, offsets, records
+from tests.strategies import VALID, encode, iso_zones, models, records
 from tweetpulse.contracts import ContractError, SentimentResult
 
 MAX_EXAMPLES = 150  # per test: a few seconds each on a shared two-core machine
@@ -32,7 +32,7 @@ def recent_results(now: datetime) -> st.SearchStrategy[dict[str, Any]]:
         st.just(now),
         st.integers(-600, 7200),
         st.integers(-(10**6), 10**6),
-        offsets,
+        iso_zones,  # naive, UTC or any whole-minute offset
     )
 
 
@@ -48,7 +48,7 @@ def sentiment_values(now: datetime) -> st.SearchStrategy[bytes | None]:
 
 def valid_results(now: datetime) -> st.SearchStrategy[SentimentResult]:
     """Contract-valid results only, as a reader holds them once parsed."""
-    return st.one_of(VALID["sentiment-result"], recent_results(now)).map(encode).map(parses).filter(bool)
+    return st.one_of(models("sentiment-result"), recent_results(now).map(encode).map(parses).filter(bool))
 
 
 def parses(value: bytes | None) -> SentimentResult | None:

@@ -10,17 +10,19 @@ test_retraining_trust.py and test_training_data.py.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.strategies import deep, encode, models, mutations, near_valid, nested
 from tweetpulse.contracts import MAX_TEXT_CHARS, MAX_TIME, MIN_TIME, LabeledTweet
 from tweetpulse.labeled import MAX_DETAIL_CHARS, REASONS, Refusal, parse_labeled
 
-NOW = datetime(2099, 12, 31, 23, 0, tzinfo=UTC)  # no contract-valid date is future-dated from here
+NOW = datetime(2099, 12, 31, 23, 0, tzinfo=UTC)  # valid dates after 23:05 (NOW + SKEW) are future-dated
+SKEW = timedelta(seconds=300)  # parse_labeled's default
 FUZZ = settings(
     derandomize=True,
     max_examples=300,
@@ -28,129 +30,16 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-# -- strategies ---------------------------------------------------------------------------------------
+# -- what is specific to the labeled parser ----------------------------------------------------------
+# The records are tests/strategies.py's, as for every contract: valid and near-valid records (edge
+# dates, huge numbers, any Unicode, sizes at the bounds), deep nesting and byte-level mutations.
 
-any_text = st.text(st.characters(exclude_categories=()), max_size=80)  # surrogates, controls, all planes
-offsets = st.sampled_from(
-    [timedelta(hours=23, minutes=59), -timedelta(hours=23, minutes=59)]
-) | st.timedeltas(-timedelta(hours=23, minutes=59), timedelta(hours=23, minutes=59))
-zones = st.none() | st.just(UTC) | offsets.map(timezone)
-valid_times = st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 30), timezones=zones)
-edge_times: st.SearchStrategy[Any] = st.one_of(
-    st.datetimes(timezones=zones).map(datetime.isoformat),  # year 1 to 9999, naive or any offset
-    st.sampled_from(
-        [
-            "0001-01-01T00:00:00",
-            "0001-01-01T00:00:00+23:59",
-            "9999-12-31T23:59:59.999999",
-            "9999-12-31T23:59:59-23:59",
-            "1999-12-31T23:59:59-01:00",  # 2000 in UTC: valid
-            "2099-12-31T23:59:59-23:59",  # 2100 in UTC: not
-            "2000-01-01T00:00:00+00:01",
-            "2020-02-30T00:00:00",
-            "2020-01-01",
-            "",
-        ]
-    ),
-    st.integers(-(10**30), 10**30),
-    st.floats(),  # NaN and infinities too (json.dumps writes them)
-)
-numbers = st.integers(-(10**40), 10**40) | st.floats() | st.sampled_from([0, -1, 1.0, 2**63, -(2**63) - 1])
-bounded_sizes = st.sampled_from([0, 1, 63, 64, 65, MAX_TEXT_CHARS - 1, MAX_TEXT_CHARS, MAX_TEXT_CHARS + 1])
-texts_at_bounds = st.tuples(bounded_sizes, st.sampled_from(["x", "é", "😀", " ", "\u200b"])).map(
-    lambda size_char: size_char[1] * size_char[0]
-)
+CONTRACT = "labeled-tweet"
 
 
-@st.composite
-def records(draw: st.DrawFn) -> dict[str, Any]:
-    """A labeled record, usually contract-valid, often with a few fields replaced by edge values."""
-    record: dict[str, Any] = {
-        "id": draw(st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)),
-        "text": draw(st.text(min_size=1, max_size=300)),
-        "label": draw(st.sampled_from(["negative", "positive"])),
-        "source": draw(st.sampled_from(["human", "weak"])),
-    }
-    if draw(st.booleans()):
-        record["labeled_at"] = draw(valid_times).isoformat()
-    if draw(st.booleans()):
-        record["cue"] = draw(st.text(max_size=64))
-    edges = {
-        "id": any_text | texts_at_bounds | numbers | st.none(),
-        "text": any_text | texts_at_bounds | numbers | st.none(),
-        "label": st.sampled_from(["neutral", "Positive", "", None, 1, ["positive"]]),
-        "source": st.sampled_from(["admin", "", None, "Human", 0, {"human": True}]),
-        "labeled_at": edge_times | st.none(),
-        "cue": any_text | texts_at_bounds | numbers,
-        "schema_version": numbers | st.sampled_from(["1", None, True]),
-        "extra": any_text | numbers,
-    }
-    for name in draw(st.lists(st.sampled_from(sorted(edges)), max_size=3, unique=True)):
-        record[name] = draw(edges[name])
-    for name in draw(st.lists(st.sampled_from(sorted(record)), max_size=2, unique=True)):
-        del record[name]
-    return record
-
-
-def encode(record: dict[str, Any], ascii_only: bool) -> bytes:
-    """JSON bytes; lone surrogates (ensure_ascii=False) become bytes that are not UTF-8."""
-    return json.dumps(record, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-
-
-def nested(depth: int, opener: str) -> bytes:
-    closer = {"[": "]", '{"a":': "}"}[opener]
-    return (opener * depth + "1" + closer * depth).encode()
-
-
-@st.composite
-def deep_records(draw: st.DrawFn) -> bytes:
-    """A valid record with a nested value (an extra field, or a field's value), or nesting alone."""
-    depth = draw(st.sampled_from([1, 199, 200, 201, 1_000, 100_000]) | st.integers(1, 400))
-    deep = nested(depth, draw(st.sampled_from(["[", '{"a":'])))
-    where = draw(st.sampled_from(["extra", "text", "labeled_at", "alone"]))
-    if where == "alone":
-        return deep
-    record = {"id": "d", "text": "deep", "label": "positive", "source": "human"}
-    record.pop(where, None)
-    head = json.dumps(record).encode()[:-1]
-    return head + b', "' + where.encode() + b'": ' + deep + b"}"
-
-
-@st.composite
-def valid_tweets(draw: st.DrawFn) -> LabeledTweet:
-    """A contract-valid tweet: any printable Unicode text, any valid date in any offset, any cue."""
-    fields = {
-        "id": draw(st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)),
-        "text": draw(st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=300)),
-        "label": draw(st.sampled_from(["negative", "positive"])),
-        "source": draw(st.sampled_from(["human", "weak"])),
-        "labeled_at": draw(valid_times),
-        "cue": draw(st.none() | st.text(max_size=64)),
-    }
-    try:
-        return LabeledTweet.model_validate(fields)
-    except ValueError:
-        reject()  # e.g. a text of whitespace only
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A valid record's bytes with bits flipped, bytes inserted or deleted, or cut short."""
-    data = bytearray(draw(valid_tweets()).to_bytes())
-    ops = st.tuples(
-        st.sampled_from(["flip", "insert", "delete", "cut"]), st.integers(0, 10**6), st.integers(0, 255)
-    )
-    for op, where, byte in draw(st.lists(ops, min_size=1, max_size=4)):
-        i = where % (len(data) + 1)
-        if op == "insert":
-            data.insert(i, byte)
-        elif data and op == "flip":
-            data[i % len(data)] ^= 1 << (byte % 8)
-        elif data and op == "delete":
-            del data[i % len(data)]
-        elif op == "cut":
-            del data[i:]
-    return bytes(data)
+def dated(record: dict[str, Any], expected: LabeledTweet, timestamp_ms: int) -> datetime:
+    """The date the parser gives a contract-valid record: its own, else its Kafka timestamp."""
+    return expected.labeled_at if "labeled_at" in record else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
 
 
 def check(value: bytes | None, timestamp_ms: int = 0) -> LabeledTweet | Refusal:
@@ -170,7 +59,7 @@ def check(value: bytes | None, timestamp_ms: int = 0) -> LabeledTweet | Refusal:
 
 
 @FUZZ
-@given(record=records(), ascii_only=st.booleans(), timestamp_ms=st.integers(-(2**63), 2**63 - 1))
+@given(record=near_valid(CONTRACT), ascii_only=st.booleans(), timestamp_ms=st.integers(-(2**63), 2**63 - 1))
 def test_any_labeled_record_is_a_tweet_or_a_refusal_with_a_reason_never_an_exception(
     record: dict[str, Any], ascii_only: bool, timestamp_ms: int
 ) -> None:
@@ -179,7 +68,9 @@ def test_any_labeled_record_is_a_tweet_or_a_refusal_with_a_reason_never_an_excep
         expected = LabeledTweet.model_validate(record)
     except ValueError:
         return
-    if isinstance(result, Refusal):  # a contract-valid record is only refused for a bad Kafka date
+    if isinstance(result, Refusal) and result.reason == "future-dated":  # only what is after NOW + skew
+        assert dated(record, expected, timestamp_ms) > NOW + SKEW
+    elif isinstance(result, Refusal):  # else a contract-valid record is only refused for a bad Kafka date
         assert (
             "labeled_at" not in record and result.reason == "invalid" and "Kafka timestamp" in result.detail
         )
@@ -188,13 +79,17 @@ def test_any_labeled_record_is_a_tweet_or_a_refusal_with_a_reason_never_an_excep
 
 
 @FUZZ
-@given(tweet=valid_tweets())
+@given(tweet=models(CONTRACT))
 def test_a_contract_valid_tweet_is_read_back_as_itself(tweet: LabeledTweet) -> None:
-    assert check(tweet.to_bytes()) == tweet
+    result = check(tweet.to_bytes())
+    if tweet.labeled_at > NOW + SKEW:
+        assert isinstance(result, Refusal) and result.reason == "future-dated"
+    else:
+        assert result == tweet
 
 
 @FUZZ
-@given(value=deep_records())
+@given(value=deep(CONTRACT))
 def test_deep_nesting_anywhere_is_refused_or_read_never_a_recursion_error(value: bytes) -> None:
     result = check(value)
     if value.count(b"[") + value.count(b"{") > 300:
@@ -202,7 +97,7 @@ def test_deep_nesting_anywhere_is_refused_or_read_never_a_recursion_error(value:
 
 
 @FUZZ
-@given(value=mutated())
+@given(value=mutations(CONTRACT))
 def test_byte_level_mutations_of_a_valid_record_never_raise(value: bytes) -> None:
     check(value)
 
