@@ -26,7 +26,8 @@ from typing import Any
 
 from faust.serializers.codecs import Codec
 
-from tweetpulse.contracts import ContractError, LabelCounts
+from tweetpulse.contracts import MAX_TIME, MIN_TIME, ContractError, LabelCounts
+from tweetpulse.processors import metrics
 
 OTHER_TAG = "(other)"  # what tags past the cap of a window are counted under
 # A window's counts travel as one record (count event, changelog, total): its tags stay below Kafka's
@@ -99,14 +100,12 @@ def count_event(value: bytes | None, timestamp: float, window_s: int) -> LabelCo
 
 
 def next_total(stored: object, increment: LabelCounts, window_s: int, max_tags: int) -> LabelCounts:
-    """The window's new running total: what the table holds for it (`stored`, as read back from its
-    changelog, so untrusted too) plus `increment`. :class:`ContractError` when the stored value is no
-    window's counts or a sum would pass the contract's bound: the count agent skips that event."""
-    if not isinstance(stored, Mapping):
-        raise ContractError(f"the table holds a {type(stored).__name__} for this window, not its counts")
-    start = increment.window_start.timestamp()
-    total = label_counts(start, window_s, stored)  # validates what the changelog gave back
-    return label_counts(start, window_s, add_counts(totals_of(total), increment, max_tags))
+    """The window's new running total: what the table holds for it (`stored`: a total this agent
+    wrote, or None where the changelog held something else, see :class:`ChangelogCodec`) plus
+    `increment`. :class:`ContractError` when a sum would pass the contract's bound: the count agent
+    skips that event."""
+    totals = stored if isinstance(stored, Mapping) else {}
+    return label_counts(increment.window_start.timestamp(), window_s, add_counts(totals, increment, max_tags))
 
 
 def totals_of(counts: LabelCounts) -> Totals:
@@ -130,8 +129,9 @@ def label_counts(start: float, window_s: int, totals: Mapping[str, dict]) -> Lab
 
 class ChangelogCodec(Codec):
     """JSON for the counts table's changelog, read back as untrusted: a key or value that is not a
-    window's becomes None (a value the count agent skips, a key no window has), so that no record
-    on the changelog can fail the table's recovery, which Faust retries forever."""
+    window's becomes None (a value the count agent counts from empty, a key no window has) and is
+    counted, so that no record on the changelog can fail the table's recovery (Faust retries a
+    failed recovery forever) and the table holds only what its readers can use."""
 
     def __init__(self, is_valid: Callable[[Any], bool], **kwargs: Any) -> None:
         super().__init__(is_valid=is_valid, **kwargs)
@@ -143,25 +143,35 @@ class ChangelogCodec(Codec):
     def _loads(self, data: bytes) -> Any:
         try:
             obj = json.loads(data)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            return None
-        return obj if self.is_valid(obj) else None
+            if self.is_valid(obj):
+                return obj
+        except (ValueError, RecursionError):  # UnicodeDecodeError and ContractError are ValueErrors
+            pass
+        metrics.DEAD_LETTERS.labels("bad-changelog-record").inc()
+        return None
+
+
+_MIN_S, _MAX_S = MIN_TIME.timestamp(), MAX_TIME.timestamp()
 
 
 def _is_window_key(obj: Any) -> bool:
-    """A windowed table's key as Faust writes it: [key, [start, end]]."""
-    return (
-        isinstance(obj, list)
-        and len(obj) == 2
-        and isinstance(obj[0], str)
-        and isinstance(obj[1], list)
-        and len(obj[1]) == 2
-        and all(isinstance(t, int | float) for t in obj[1])
-    )
+    """A windowed table's key as Faust writes it, [key, [start, end]], within the contracts' range."""
+    match obj:
+        case [str(), [int() | float() as start, int() | float() as end]]:
+            return _MIN_S <= start <= end < _MAX_S
+    return False
+
+
+def _is_window_totals(obj: Any) -> bool:
+    """A window's counts as the table stores them: what a label-counts record may carry."""
+    if not isinstance(obj, dict) or set(obj) != {"tweets", "tags"}:
+        return False
+    label_counts(_MIN_S, 60, obj)  # ContractError when not
+    return True
 
 
 WINDOW_KEYS = ChangelogCodec(_is_window_key)
-WINDOW_TOTALS = ChangelogCodec(lambda obj: isinstance(obj, dict))  # next_total checks the rest
+WINDOW_TOTALS = ChangelogCodec(_is_window_totals)
 
 
 class WriteBudget:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tweetpulse.contracts import LABELS, MAX_AGGREGATE_TAG_CHARS
+from tweetpulse.contracts import LABELS, MAX_AGGREGATE_TAG_CHARS, MAX_TIME, MIN_TIME
 from tweetpulse.processors import metrics
 from tweetpulse.processors.models import ServedModel
 from tweetpulse.processors.watchdog import Watchdog
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # /tweetpulse/counts/ returns at most this many rows, whatever the table holds (up to agg_max_tags x
 # labels rows per window): under 5 MB, a row's JSON is under 1 KB (a tag has at most 65 characters).
 COUNTS_MAX_ROWS = 5_000
-MAX_EPOCH_S = 253_402_300_800  # 10000-01-01: datetime's limit
+_MIN_S, _MAX_S = MIN_TIME.timestamp(), MAX_TIME.timestamp()
 
 
 @dataclass
@@ -143,7 +143,7 @@ def count_rows(windows: Iterable[tuple[Any, Any]], max_rows: int) -> tuple[list[
 def _span(key: Any) -> tuple[float, float] | None:
     """A windowed table key's (start, end), or None for what is not a window's key."""
     match key:
-        case (_, (int() | float() as start, int() | float() as end)) if 0 <= start <= end < MAX_EPOCH_S:
+        case (_, (int() | float() as start, int() | float() as end)) if _MIN_S <= start <= end < _MAX_S:
             return start, end
     return None
 

@@ -231,9 +231,11 @@ class Backoff:
     def after_http_error(self, status: int, reset_at: float | None) -> float:
         start = self.s.rate_limit_backoff_start_s if status in (420, 429) else self.s.http_backoff_start_s
         self.http = min(max(self.http * 2, start), self.s.http_backoff_max_s)
-        if status in (420, 429) and reset_at is not None:  # the server says when the window reopens
+        if status not in (420, 429):
+            return self.http
+        if reset_at is not None:  # the server says when the window reopens
             return min(max(reset_at - time.time(), 0.0) + 0.5, self.s.rate_limit_wait_max_s)
-        return self.http
+        return min(self.http, self.s.rate_limit_wait_max_s)  # no word from the server: back off, capped
 
 
 class RateLimitWaits:

@@ -73,18 +73,22 @@ def select_labels(
 def share_limits(base: int, human: int, weak: int, human_share: float, weak_share: float) -> tuple[int, int]:
     """The most human and weak labels such that, in a training set of `base` examples plus them,
     each class is at most its share and both together at most the larger share (the class is
-    self-declared, so it cannot buy a label more room).
+    self-declared, so it cannot buy a label more room); human labels are taken first.
 
-    Human labels are taken first. Each limit is the largest count given the other; starting from
-    everything and repeating until neither moves reaches the largest pair that satisfies all three.
+    The largest total n that the shares of a set of base + n examples can hold, split human first.
     """
-    labels_cap = _share_cap(max(human_share, weak_share), base)
-    while True:
-        h = min(human, _share_cap(human_share, base + weak), labels_cap)
-        w = min(weak, _share_cap(weak_share, base + h), labels_cap - h)
-        if (h, w) == (human, weak):
-            return h, w
-        human, weak = h, w
+    most = min(_share_cap(max(human_share, weak_share), base), human + weak)
+    for n in range(most, 0, -1):  # at most labeled_cap steps, each a few integer operations
+        size = base + n
+        h, w = min(human, _of(human_share, size)), min(weak, _of(weak_share, size))
+        if h + w >= n:
+            return min(h, n), n - min(h, n)
+    return 0, 0
+
+
+def _of(share: float, size: int) -> int:
+    """The most examples `share` of a set of `size` allows."""
+    return size if share >= 1 else int(share * size + 1e-9)
 
 
 def _share_cap(share: float, others: int) -> int:

@@ -6,7 +6,7 @@ given instant, so that the time-windowed state (charts, latency, drift windows) 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
@@ -19,7 +19,7 @@ MAX_EXAMPLES = 150  # per test: a few seconds each on a shared two-core machine
 
 def _timed(record: dict[str, Any], now: datetime, ago_s: int, latency_ms: int, zone: Any) -> dict[str, Any]:
     # Naive values are written as UTC wall time, as Python's utcnow().isoformat() does.
-    at = (now - timedelta(seconds=ago_s)).astimezone(zone).replace(tzinfo=zone)
+    at = (now - timedelta(seconds=ago_s)).astimezone(zone or UTC).replace(tzinfo=zone)
     ingested = at - timedelta(milliseconds=latency_ms)
     return {**record, "classified_at": at.isoformat(), "ingested_at": ingested.isoformat()}
 

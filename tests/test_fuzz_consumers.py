@@ -24,14 +24,23 @@ from tweetpulse.contracts import (
     DeadLetter,
     LabelCounts,
     LabeledTweet,
+    ModelAnnouncement,
     SentimentResult,
     aggregate_tags,
 )
-from tweetpulse.processors.aggregates import PendingCounts, count_event, next_total, totals_of
+from tweetpulse.processors.aggregates import (
+    WINDOW_KEYS,
+    WINDOW_TOTALS,
+    PendingCounts,
+    count_event,
+    next_total,
+    totals_of,
+)
 from tweetpulse.processors.batching import parse_batch
 from tweetpulse.processors.classifier import Prediction
 from tweetpulse.processors.models import _is_announcement
 from tweetpulse.processors.outputs import Outputs, Topics
+from tweetpulse.processors.views import count_rows
 from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import ProcessorSettings
 
@@ -121,12 +130,15 @@ def _timestamps(draw: st.DrawFn, value: bytes) -> float:
     return draw(st.floats(-1e12, 1e13, allow_nan=False))
 
 
+# What the table holds for a window: what the count agent wrote, or whatever its changelog held,
+# read back through the table's codec.
 stored_totals = st.one_of(
     st.just({}),
     VALID["label-counts"].map(lambda r: {"tweets": r["tweets"], "tags": r["tags"]}),
     st.sampled_from(HOSTILE_VALUES),
     st.dictionaries(st.sampled_from(["tweets", "tags", "window_start"]), st.sampled_from(HOSTILE_VALUES)),
-)
+    records("label-counts"),
+).map(lambda value: WINDOW_TOTALS.loads(value if isinstance(value, bytes) else encode(value)))
 
 
 @FUZZ
@@ -151,8 +163,24 @@ def test_the_count_agent_counts_or_skips_every_record_and_a_total_it_stores_stay
 
 @FUZZ
 @given(records("model-announcement"))
-def test_the_model_watch_takes_or_ignores_every_record(value: bytes) -> None:
-    assert _is_announcement(value) in (True, False)
+def test_the_model_watch_takes_exactly_the_records_of_its_contract_and_ignores_the_rest(value: bytes) -> None:
+    try:
+        ModelAnnouncement.from_bytes(value)
+    except ContractError:
+        assert _is_announcement(value) is False
+    else:
+        assert _is_announcement(value) is True
+
+
+@FUZZ
+@given(records("label-counts"), st.one_of(records("label-counts"), st.binary(max_size=100)))
+def test_the_counts_table_reads_back_any_changelog_record_as_a_window_or_none(
+    value: bytes, key: bytes
+) -> None:
+    totals, window = WINDOW_TOTALS.loads(value), WINDOW_KEYS.loads(key)
+    assert totals is None or set(totals) == {"tweets", "tags"}
+    assert window is None or isinstance(window[0], str)
+    assert count_rows([(window and (window[0], tuple(window[1])), totals)], 10) is not None
 
 
 def test_a_sum_past_the_count_bound_is_refused_not_stored() -> None:

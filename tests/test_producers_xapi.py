@@ -300,3 +300,12 @@ def test_search_paging_stops_at_search_max_pages(
     assert [r.message for r in caplog.records] == ["search paging capped"]
     with pytest.raises(ValueError, match="search_max_pages"):
         TwitterSettings(search_max_pages=0)
+
+
+def test_a_429_without_reset_headers_never_waits_longer_than_rate_limit_wait_max_s() -> None:
+    from tweetpulse.producers.xapi import Backoff
+
+    backoff = Backoff(TwitterSettings(rate_limit_backoff_start_s=60, rate_limit_wait_max_s=30))
+    waits = [backoff.after_http_error(429, None) for _ in range(5)]
+    assert waits == [30.0] * 5  # the backoff grows (60, 120, ...) but each wait is capped
+    assert backoff.after_http_error(503, None) == 320.0  # other HTTP errors keep their own bound

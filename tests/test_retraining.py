@@ -647,3 +647,19 @@ def test_gate_promotes_a_better_model_that_workers_serve_mid_stream_without_loss
     assert worker.proc.poll() is None
     logged = decisions(serving.root)[-1]
     assert logged["action"] == "promoted" and logged["new_version"] == new
+
+
+@pytest.mark.parametrize(
+    ("human_share", "weak_share", "expected"),
+    [(0.3, 0.5, (60, 40)), (0.5, 0.3, (100, 0)), (0.5, 0.5, (100, 0)), (0.2, 0.2, (25, 0))],
+)
+def test_share_limits_are_the_largest_human_first_split_the_shares_allow_whichever_share_is_larger(
+    human_share: float, weak_share: float, expected: tuple[int, int]
+) -> None:
+    from tweetpulse.retraining.data import share_limits
+
+    h, w = share_limits(100, 1_000, 1_000, human_share, weak_share)
+    assert (h, w) == expected
+    size = 100 + h + w
+    assert h <= human_share * size and w <= weak_share * size and h + w <= max(human_share, weak_share) * size
+    assert share_limits(100, 0, 1_000, human_share, weak_share)[1] == int(weak_share * 100 / (1 - weak_share))

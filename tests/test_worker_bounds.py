@@ -39,13 +39,14 @@ registry = processor_tests.registry  # fixtures
 start_worker = processor_tests.start_worker
 
 WINDOW_S = 60
+T0 = 1_704_067_200  # 2024-01-01T00:00:00Z: windows within the range the contracts admit
 
 
 def table(windows: int, tags: int) -> list[tuple[Any, Any]]:
     """A windowed table's items: `windows` windows of `tags` tags, tag i counted i+1 times per label."""
     return [
         (
-            ("", (w * WINDOW_S, w * WINDOW_S + WINDOW_S - 0.1)),
+            ("", (T0 + w * WINDOW_S, T0 + w * WINDOW_S + WINDOW_S - 0.1)),
             {"tags": {f"tag{i}": {"negative": i + 1, "positive": i + 1} for i in range(tags)}},
         )
         for w in range(windows)
@@ -67,8 +68,8 @@ def test_counts_rows_all_fit_below_the_bound() -> None:
     assert rows[0] == {
         "tag": "tag2",
         "label": "negative",
-        "window_start": "1970-01-01T00:01:00+00:00",
-        "window_end": "1970-01-01T00:02:00+00:00",
+        "window_start": "2024-01-01T00:01:00+00:00",
+        "window_end": "2024-01-01T00:02:00+00:00",
         "count": 3,
     }
 
@@ -76,14 +77,15 @@ def test_counts_rows_all_fit_below_the_bound() -> None:
 def test_counts_rows_leave_out_what_is_not_a_windows_counts() -> None:
     good = {"tags": {"ok": {"positive": 1}}}
     held = [
-        (("", (0, 59.9)), good),
+        (("", (T0, T0 + 59.9)), good),
+        (("", (0, 59.9)), good),  # 1970: outside the contracts' range
         ("not a window key", good),
-        (("", ("0", "59.9")), good),
-        (("", (0, 10**20)), good),
-        (("", (60, 119.9)), ["not", "counts"]),
-        (("", (120, 179.9)), {"tags": "none"}),
-        (("", (180, 239.9)), {"tags": {"x" * 66: {"positive": 1}, 7: {"positive": 1}}}),
-        (("", (240, 299.9)), {"tags": {"odd": {"neutral": 1, "positive": "1", "negative": True}}}),
+        (("", (str(T0), "59.9")), good),
+        (("", (T0, 10**20)), good),
+        (("", (T0 + 60, T0 + 119.9)), ["not", "counts"]),
+        (("", (T0 + 120, T0 + 179.9)), {"tags": "none"}),
+        (("", (T0 + 180, T0 + 239.9)), {"tags": {"x" * 66: {"positive": 1}, 7: {"positive": 1}}}),
+        (("", (T0 + 240, T0 + 299.9)), {"tags": {"odd": {"neutral": 1, "positive": "1", "negative": True}}}),
     ]
     rows, truncated = count_rows(held, max_rows=100)
     assert [(row["tag"], row["label"], row["count"]) for row in rows] == [("ok", "positive", 1)]
