@@ -80,6 +80,14 @@ def consume_all(settings: Settings) -> Callable[..., list]:
     return _consume
 
 
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.fsync is called on during the test, in order (each call still happens)."""
+    real, paths = os.fsync, []
+    monkeypatch.setattr(os, "fsync", lambda fd: (paths.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    return paths
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

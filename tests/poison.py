@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.strategies import VALID, encode, iso_zones, models, records
 from tweetpulse.contracts import ContractError, SentimentResult
 
-MAX_EXAMPLES = 150  # per test: a few seconds each on a shared two-core machine
+READER_EXAMPLES = 150  # per test: a few seconds each on a shared two-core machine
 
 
 def _timed(record: dict[str, Any], now: datetime, ago_s: int, latency_ms: int, zone: Any) -> dict[str, Any]:

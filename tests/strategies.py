@@ -20,6 +20,7 @@ must return an outcome for every one of them without raising.
 from __future__ import annotations
 
 import json
+import os
 import string
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -491,3 +492,15 @@ def sample(strategy: st.SearchStrategy[Any], n: int, seed: int = 20261206) -> li
 
     collect()
     return drawn
+
+
+def fuzz(examples: int = 300) -> hypothesis.settings:
+    """Every fuzz test's settings: seeded (the same examples each run), no deadline (a shared 2-core
+    host), `examples` a test, times TWEETPULSE_FUZZ_SCALE (default 1) for a longer hunt."""
+    return hypothesis.settings(
+        max_examples=int(examples * float(os.environ.get("TWEETPULSE_FUZZ_SCALE", "1"))),
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )

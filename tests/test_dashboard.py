@@ -26,11 +26,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from hypothesis import HealthCheck, given
-from hypothesis import settings as fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.poison import MAX_EXAMPLES, parses, sentiment_values
+from tests.poison import READER_EXAMPLES, parses, sentiment_values
+from tests.strategies import fuzz
 from tweetpulse.contracts import ModelAnnouncement, SentimentResult
 from tweetpulse.dashboard import feed as feed_module
 from tweetpulse.dashboard.cli import add_options, options_from_args, register
@@ -231,12 +231,7 @@ def test_model_version_is_the_latest_seen_and_the_announcement_is_reported() -> 
     assert (model["version"], model["seen_in_results"], model["announced"]) == ("v0001", "v0001", "v0002")
 
 
-@fuzz_settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=MAX_EXAMPLES,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(READER_EXAMPLES)
 @given(values=st.lists(sentiment_values(T0), min_size=1, max_size=8))
 def test_the_feed_handler_counts_or_skips_any_value_and_the_snapshot_still_renders(
     values: list[bytes | None], caplog: pytest.LogCaptureFixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,12 +74,8 @@ def test_teacher_logits_are_cached_per_teacher_and_text_and_each_text_is_scored_
 
 
 def test_the_logits_cache_is_replaced_durably_and_leaves_no_temporary_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fsynced: list[str]
 ) -> None:
-    real, fsynced = os.fsync, []
-    monkeypatch.setattr(
-        os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
-    )
     cached_logits(CountingTeacher("v0007", "v0007-abc-int8"), ["a tweet"], cache=tmp_path / "cache")
     cache = (tmp_path / "cache").resolve()
     *content, folder = map(Path, fsynced)

@@ -3,22 +3,21 @@
 Each test runs one consumer, in-process, on generated records (tests/strategies.py: contract-valid
 with edge values, near-valid, byte mutations, random bytes) and checks that it returns an outcome,
 never raises, and that what it writes is valid for every later reader. Seeded and bounded:
-TWEETPULSE_FUZZ_EXAMPLES examples a test (default 300).
+300 examples a test (times TWEETPULSE_FUZZ_SCALE).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import HOSTILE_VALUES, VALID, encode, records
+from tests.strategies import HOSTILE_VALUES, VALID, encode, fuzz, records
 from tweetpulse.contracts import (
     ContractError,
     DeadLetter,
@@ -44,13 +43,7 @@ from tweetpulse.processors.views import count_rows
 from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import ProcessorSettings
 
-FUZZ = settings(
-    max_examples=int(os.environ.get("TWEETPULSE_FUZZ_EXAMPLES", "300")),
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz()
 WINDOW_S = 60
 
 

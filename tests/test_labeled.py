@@ -14,21 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import deep, encode, models, mutations, near_valid, nested
+from tests.strategies import deep, encode, fuzz, models, mutations, near_valid, nested
 from tweetpulse.contracts import MAX_TEXT_CHARS, MAX_TIME, MIN_TIME, LabeledTweet
 from tweetpulse.labeled import MAX_DETAIL_CHARS, REASONS, Refusal, parse_labeled
 
 NOW = datetime(2099, 12, 31, 23, 0, tzinfo=UTC)  # valid dates after 23:05 (NOW + SKEW) are future-dated
 SKEW = timedelta(seconds=300)  # parse_labeled's default
-FUZZ = settings(
-    derandomize=True,
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz()
 
 # -- what is specific to the labeled parser ----------------------------------------------------------
 # The records are tests/strategies.py's, as for every contract: valid and near-valid records (edge

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.poison import MAX_EXAMPLES, parses, sentiment_values
+from tests.poison import READER_EXAMPLES, parses, sentiment_values
+from tests.strategies import fuzz
 from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet, aggregate_tags
 from tweetpulse.processors.classifier import gpu_present, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
@@ -346,12 +346,7 @@ def test_the_count_agents_writes_wait_once_they_run_a_second_ahead_of_their_byte
 # -- tweetpulse watch (issue 25: total on its input) ----------------------------------------------------
 
 
-@fuzz_settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=MAX_EXAMPLES,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(READER_EXAMPLES)
 @given(
     values=st.lists(sentiment_values(datetime(2026, 3, 1, tzinfo=UTC)), min_size=1, max_size=8),
     ascii_console=st.booleans(),

@@ -351,13 +351,7 @@ def _decision(reason: str) -> Decision:
     return Decision("kept-production", reason, "test", None, None, "v0001", None, 0.005)
 
 
-def test_a_decision_is_fsynced_with_the_new_log_and_its_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real, fsynced = os.fsync, []
-    monkeypatch.setattr(
-        os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
-    )
+def test_a_decision_is_fsynced_with_the_new_log_and_its_folder(tmp_path: Path, fsynced: list[str]) -> None:
     registry = ModelRegistry(tmp_path / "reg")
     record(registry, _decision("first"))
     root = registry.root.resolve()

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from hypothesis import HealthCheck, given
-from hypothesis import settings as fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.poison import MAX_EXAMPLES, parses, sentiment_values, valid_results
+from tests.poison import READER_EXAMPLES, parses, sentiment_values, valid_results
+from tests.strategies import fuzz
 from tweetpulse.contracts import MAX_TEXT_CHARS, DriftEvent, LabeledTweet, SentimentResult
 from tweetpulse.kafka import producer_config
 from tweetpulse.registry import VARIANTS, ModelRegistry
@@ -500,12 +500,7 @@ NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 EAGER = Thresholds(60, 1, 1, 0.01, 0.01, max_open_windows=2)  # compares, and closes early, all the time
 
 
-@fuzz_settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=MAX_EXAMPLES,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(READER_EXAMPLES)
 @given(values=st.lists(sentiment_values(NOW), min_size=1, max_size=8))
 def test_the_drift_handler_counts_or_skips_any_value_and_the_detector_stays_usable(
     values: list[bytes | None], caplog: pytest.LogCaptureFixture
@@ -530,12 +525,7 @@ def test_the_drift_handler_counts_or_skips_any_value_and_the_detector_stays_usab
     assert all(DriftEvent.from_bytes(event.to_bytes()) == event for event in events)
 
 
-@fuzz_settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=MAX_EXAMPLES,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(READER_EXAMPLES)
 @given(results=st.lists(valid_results(NOW), min_size=2, max_size=12))
 def test_the_drift_detector_compares_or_drops_the_windows_of_any_valid_results(
     results: list[SentimentResult],
