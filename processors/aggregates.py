@@ -18,16 +18,21 @@ the count agent die between publishing a total and committing its count event, t
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from faust.serializers.codecs import Codec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from tweetpulse.contracts import MAX_TIME, MIN_TIME, ContractError, LabelCounts
+from tweetpulse.contracts import ContractError, LabelCounts
+from tweetpulse.kafka import consumer_config
 from tweetpulse.processors import metrics
+from tweetpulse.processors.checkpoint import Output
+from tweetpulse.settings import Settings
+
+log = logging.getLogger(__name__)
 
 OTHER_TAG = "(other)"  # what tags past the cap of a window are counted under
 # A window's counts travel as one record (count event, changelog, total): its tags stay below Kafka's
@@ -127,51 +132,129 @@ def label_counts(start: float, window_s: int, totals: Mapping[str, dict]) -> Lab
     )
 
 
-class ChangelogCodec(Codec):
-    """JSON for the counts table's changelog, read back as untrusted: a key or value that is not a
-    window's becomes None (a value the count agent counts from empty, a key no window has) and is
-    counted, so that no record on the changelog can fail the table's recovery (Faust retries a
-    failed recovery forever) and the table holds only what its readers can use."""
+class WindowTotals:
+    """The running totals of the windows whose count events this worker reads, per count-events
+    partition. A new total goes to the changelog (the same partition number) and to the aggregates
+    topic in the same commit as the count events it adds, so under exactly_once each increment counts
+    once; a partition's totals are read back from its changelog partition when it is assigned or
+    rewound (:meth:`restore`, on the consumer thread). Anyone can write to these topics: a record that
+    is not a count event, or a changelog record that is not a window's total, is skipped and counted."""
 
-    def __init__(self, is_valid: Callable[[Any], bool], **kwargs: Any) -> None:
-        super().__init__(is_valid=is_valid, **kwargs)
-        self.is_valid = is_valid
+    def __init__(
+        self, settings: Settings, events_topic: str, changelog_topic: str, aggregates_topic: str
+    ) -> None:
+        conf = settings.processor
+        self.settings = settings
+        self.events_topic = events_topic
+        self.changelog_topic = changelog_topic
+        self.aggregates_topic = aggregates_topic
+        self.window_s, self.expires_s, self.max_tags = (
+            conf.agg_window_s,
+            conf.agg_expires_s,
+            conf.agg_max_tags,
+        )
+        self.windows: dict[int, dict[float, LabelCounts]] = {}  # partition -> window start -> total
 
-    def _dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj).encode()
+    def add(self, records: list[Any]) -> list[Output]:
+        """The outputs of adding these count events (records of the events topic): each changed
+        window's total, once, on the changelog and the aggregates topic."""
+        changed: dict[tuple[int, float], LabelCounts] = {}
+        for record in records:
+            total = self._add(record)
+            if total is not None:
+                changed[(record.partition, total.window_start.timestamp())] = total
+        self._expire(time.time())
+        outputs = []
+        for (partition, _), total in changed.items():
+            value = total.to_bytes()
+            outputs.append(Output(self.changelog_topic, total.key, value, partition=partition))
+            outputs.append(Output(self.aggregates_topic, total.key, value))
+        return outputs
 
-    def _loads(self, data: bytes) -> Any:
+    def _add(self, record: Any) -> LabelCounts | None:
+        increment = count_event(record.value, record.timestamp, self.window_s)
         try:
-            obj = json.loads(data)
-            if self.is_valid(obj):
-                return obj
-        except (ValueError, RecursionError):  # UnicodeDecodeError and ContractError are ValueErrors
-            pass
-        metrics.DEAD_LETTERS.labels("bad-changelog-record").inc()
-        return None
+            if increment is None:
+                raise ContractError("not a count event of the window its timestamp falls in")
+            windows = self.windows.setdefault(record.partition, {})
+            start = increment.window_start.timestamp()
+            stored = windows.get(start)
+            total = next_total(
+                None if stored is None else totals_of(stored), increment, self.window_s, self.max_tags
+            )
+        except ContractError as exc:
+            metrics.DEAD_LETTERS.labels("bad-count-event").inc()
+            log.warning("bad count event skipped", extra={"offset": record.offset, "error": str(exc)[:300]})
+            return None
+        windows[start] = total
+        return total
+
+    def _expire(self, now: float) -> None:
+        for windows in self.windows.values():
+            for start in [s for s in windows if s + self.window_s + self.expires_s < now]:
+                del windows[start]
+
+    def restore(self, tps: list[Any]) -> None:
+        """Read the totals of the assigned count-events partitions back from their changelog."""
+        partitions = [tp.partition for tp in tps if tp.topic == self.events_topic]
+        if partitions:
+            restored = read_changelog(self.settings, self.changelog_topic, partitions, self.window_s)
+            for partition in partitions:
+                self.windows[partition] = restored.get(partition, {})
+            self._expire(time.time())
+
+    def all(self) -> list[LabelCounts]:
+        return [total for windows in list(self.windows.values()) for total in list(windows.values())]
 
 
-_MIN_S, _MAX_S = MIN_TIME.timestamp(), MAX_TIME.timestamp()
+def read_changelog(
+    settings: Settings, topic: str, partitions: list[int], window_s: int, timeout_s: float = 120.0
+) -> dict[int, dict[float, LabelCounts]]:
+    """The last valid total per window of each changelog partition, read to its end (read_committed:
+    an open transaction of a dead worker is waited for, at most its transaction timeout)."""
+    consumer = Consumer(
+        consumer_config(
+            settings,
+            **{
+                "group.id": f"{topic}-restore",  # never joined: partitions are assigned by hand
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            },
+        )
+    )
+    totals: dict[int, dict[float, LabelCounts]] = {p: {} for p in partitions}
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        open_partitions, deadline = set(partitions), time.monotonic() + timeout_s
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"changelog {topic} not read to its end in {timeout_s:g} s")
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(msg.partition())
+                    continue
+                total = _changelog_total(msg.key(), msg.value(), window_s)
+                if total is not None:
+                    totals[msg.partition()][total.window_start.timestamp()] = total
+    finally:
+        consumer.close()
+    return totals
 
 
-def _is_window_key(obj: Any) -> bool:
-    """A windowed table's key as Faust writes it, [key, [start, end]], within the contracts' range."""
-    match obj:
-        case [str(), [int() | float() as start, int() | float() as end]]:
-            return _MIN_S <= start <= end < _MAX_S
-    return False
-
-
-def _is_window_totals(obj: Any) -> bool:
-    """A window's counts as the table stores them: what a label-counts record may carry."""
-    if not isinstance(obj, dict) or set(obj) != {"tweets", "tags"}:
-        return False
-    label_counts(_MIN_S, 60, obj)  # ContractError when not
-    return True
-
-
-WINDOW_KEYS = ChangelogCodec(_is_window_key)
-WINDOW_TOTALS = ChangelogCodec(_is_window_totals)
+def _changelog_total(key: bytes | None, value: bytes | None, window_s: int) -> LabelCounts | None:
+    try:
+        total = LabelCounts.from_bytes(value or b"")
+        start = total.window_start.timestamp()
+        span = (total.window_end - total.window_start).total_seconds()
+        if total.key == key and start == window_start(start, window_s) and span == window_s:
+            return total
+    except ContractError:
+        pass
+    metrics.DEAD_LETTERS.labels("bad-changelog-record").inc()
+    return None
 
 
 class WriteBudget:
@@ -191,22 +274,16 @@ class WriteBudget:
 
 
 class PendingCounts:
-    """Counts of classified tweets not yet sent, per window start (epoch seconds).
+    """Counts of classified tweets not yet committed, per window start (epoch seconds): they go out as
+    one count event per window in the commit that holds the tweets they count (checkpoint.py)."""
 
-    Due when the oldest has waited ``flush_s`` (the bound on staleness, and on how long commits wait
-    for them) or a window they count in has closed."""
-
-    def __init__(self, window_s: int, flush_s: float, max_tags: int) -> None:
+    def __init__(self, window_s: int, max_tags: int) -> None:
         self.window_s = window_s
-        self.flush_s = flush_s
         self.max_tags = max_tags
         self._windows: dict[float, WindowCounts] = {}
-        self._since: float | None = None  # when the oldest pending count was added
-        self._sent: asyncio.Future[None] | None = None  # resolved once the pending counts are sent
 
-    def add(self, tweets: Iterable[tuple[list[str], str]], now: float) -> asyncio.Future[None] | None:
-        """Counts each (tags, label) tweet in the window of `now`; the future resolves once they are
-        sent (None when there is nothing to count)."""
+    def add(self, tweets: Iterable[tuple[list[str], str]], now: float) -> None:
+        """Counts each (tags, label) tweet in the window of `now`."""
         window: WindowCounts | None = None
         for tags, label in tweets:
             if window is None:
@@ -215,25 +292,9 @@ class PendingCounts:
             window.add_tweet(label)
             for tag in tags:
                 window.add_tag(tag, label)
-        if window is None:
-            return None
-        if self._since is None:
-            self._since = now
-        if self._sent is None:
-            self._sent = asyncio.get_running_loop().create_future()
-        return self._sent
 
-    def due(self, now: float) -> bool:
-        if self._since is None:
-            return False
-        return now - self._since >= self.flush_s or min(self._windows) + self.window_s <= now
-
-    def take(self) -> tuple[list[LabelCounts], asyncio.Future[None]] | None:
-        """The pending counts, one increment per window, and the future to resolve once they are
-        sent; None when there are none."""
-        if self._sent is None:
-            return None
+    def take(self) -> list[LabelCounts]:
+        """The pending counts, one increment per window; none are pending after."""
         increments = [label_counts(start, self.window_s, w.totals()) for start, w in self._windows.items()]
-        taken = increments, self._sent
-        self._windows, self._since, self._sent = {}, None, None
-        return taken
+        self._windows = {}
+        return increments

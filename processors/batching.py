@@ -1,22 +1,18 @@
-"""Continuous batching: micro-batches from the classify agent through the model and out, acked in order.
+"""Continuous batching: fetches from the classify agent through the model and out, in order.
 
-A batch passes four stages, each a small task, strictly in input order:
+A batch passes three stages, each a small task, strictly in input order:
 
-1. ``submit`` (the agent): parse the micro-batch (dead letters apart) on the parser thread, so that
-   no message's bytes cost the event loop (heartbeats, commits) more than a thread switch, and queue
-   it; it waits while a full model batch is already queued, which holds the stream back.
+1. ``submit`` (the agent): parse the fetch (dead letters apart) on the parser thread, so that no
+   message's bytes cost the event loop more than a thread switch, and queue it; it waits while a full
+   model batch is already queued or the held bytes pass ``buffer_max_bytes``, which holds the consumer
+   thread back (back-pressure).
 2. model: a free model slot (``processor.inference_workers`` threads) takes everything queued, up to
    ``batch_size``: batches grow with the load, and the model never idles while tweets wait.
-3. send: waits for the batch's predictions, queues its records in the producer, adds its label
-   counts. A batch's records are all queued before the next batch's, so every output partition gets
-   results in input order even when two model calls finish out of order. (A record sent again, after
-   the producer gave up on it or alone for its size, lands after later batches' records.)
-4. deliver, then ack: once the broker acknowledged every record of the batch, and later its count
-   event, its events are acked (Faust commits the highest contiguous acked offset).
-
-The events are held (one extra reference each, so ``take_events`` leaving the loop body does not
-ack them) until stage 4. A worker that dies before then leaves their offsets uncommitted, so the
-partition's next owner classifies those tweets again (at-least-once).
+3. produce: waits for the batch's predictions and has the checkpoint produce its records (results,
+   dead letters, weak labels) and count its tweets. A batch's records are all produced before the
+   next batch's, so every output partition gets results in input order even when two model calls
+   finish out of order. They become durable with their input offsets at the next commit
+   (checkpoint.py); records of a partition revoked or rewound meanwhile are dropped there.
 """
 
 from __future__ import annotations
@@ -35,40 +31,40 @@ from typing import Any
 from tweetpulse.contracts import DeadLetter, RawTweet, SentimentResult, aggregate_tags
 from tweetpulse.processors import metrics
 from tweetpulse.processors.aggregates import PendingCounts
+from tweetpulse.processors.checkpoint import Checkpoint, Output
 from tweetpulse.processors.classifier import Prediction
 from tweetpulse.processors.dlq import BadMessageError, parse_raw
 from tweetpulse.processors.exits import exit_on_failure
 from tweetpulse.processors.models import ServedModel
 from tweetpulse.processors.outputs import Outputs
-from tweetpulse.processors.sender import Delivery, Output, OutputSender
+from tweetpulse.processors.source import Record
 from tweetpulse.processors.watchdog import Watchdog
 from tweetpulse.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 
-BATCHES_IN_FLIGHT = 4  # batches classified and not yet acknowledged by the broker before the model waits
+BATCHES_IN_FLIGHT = 4  # batches classified and not yet produced before the model waits
 
 
 @dataclass
 class Batch:
-    """Raw events on their way through the model: the valid tweets and the dead letters, each with
-    its Faust message."""
+    """Raw records on their way through the model: the valid tweets and the dead letters, each with
+    its record."""
 
-    events: list[Any]
-    good: list[tuple[Any, RawTweet]]
-    letters: list[tuple[Any, DeadLetter]]
+    records: list[Record]
+    good: list[tuple[Record, RawTweet]]
+    letters: list[tuple[Record, DeadLetter]]
 
 
-def parse_batch(events: list[Any], conf: ProcessorSettings, outputs: Outputs) -> Batch:
-    good: list[tuple[Any, RawTweet]] = []
-    letters: list[tuple[Any, DeadLetter]] = []
-    for event in events:
-        msg = event.message
+def parse_batch(records: list[Record], conf: ProcessorSettings, outputs: Outputs) -> Batch:
+    good: list[tuple[Record, RawTweet]] = []
+    letters: list[tuple[Record, DeadLetter]] = []
+    for record in records:
         try:
-            good.append((msg, parse_raw(msg.value, conf.max_message_bytes, conf.max_json_depth)))
+            good.append((record, parse_raw(record.value, conf.max_message_bytes, conf.max_json_depth)))
         except BadMessageError as bad:
-            letters.append((msg, outputs.letter(msg, bad)))
-    return Batch(events, good, letters)
+            letters.append((record, outputs.letter(record, bad)))
+    return Batch(records, good, letters)
 
 
 def timed(
@@ -85,11 +81,8 @@ def timed(
 
 
 async def run_to_completion(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Await `coro`; if the caller is cancelled (worker stopping), finish it first, then re-raise.
-
-    Faust acks a micro-batch's events when the agent leaves its loop body, even by cancellation, so
-    what is being queued or sent must be complete before the cancellation propagates.
-    """
+    """Await `coro`; if the caller is cancelled (worker stopping), finish it first, then re-raise:
+    a fetch being queued is queued whole, so a stop never leaves half a batch behind."""
     task = asyncio.ensure_future(coro)
     cancelled = False
     while not task.done():
@@ -105,7 +98,7 @@ async def run_to_completion(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class Batcher:
-    """The four stages above for one agent's stream."""
+    """The three stages above for the classify agent."""
 
     def __init__(
         self,
@@ -113,43 +106,34 @@ class Batcher:
         model: ServedModel,
         inference: Executor,
         outputs: Outputs,
-        sender: OutputSender,
+        checkpoint: Checkpoint,
         watchdog: Watchdog,
-        urgent: Callable[[], bool],
     ) -> None:
         self.conf = conf
         self.model = model
         self.inference = inference
         self.outputs = outputs
-        self.sender = sender
+        self.checkpoint = checkpoint
         self.watchdog = watchdog
-        self.urgent = urgent  # a rebalance or a stop is waiting for held events: counts go out at once
-        self.counts = PendingCounts(conf.agg_window_s, conf.agg_flush_s, conf.agg_max_tags)
+        self.counts = PendingCounts(conf.agg_window_s, conf.agg_max_tags)
         self.processed_offsets: dict[Any, int] = {}  # tp -> next offset to classify (lag, status)
-        self.stream: Any = None
-        self._waiting: deque[Batch] = deque()  # parsed micro-batches waiting for the model
-        self._waiting_events = 0
+        self._waiting: deque[Batch] = deque()  # parsed fetches waiting for the model
+        self._waiting_records = 0
         self._waiting_changed = asyncio.Event()
-        self._room = asyncio.Event()  # set when waiting batches are taken or held ones acked
-        self._held_bytes = 0  # raw bytes of the events held from submit to ack
+        self._room = asyncio.Event()  # set when waiting batches are taken or held ones produced
+        self._held_bytes = 0  # raw bytes of the records held from submit to produce
         self._draining = False
         self._to_send: asyncio.Queue[tuple[Batch, str, asyncio.Future | None]] = asyncio.Queue()
-        self._to_deliver: asyncio.Queue[tuple[Batch, Delivery, asyncio.Future | None]] = asyncio.Queue()
-        self._to_ack: asyncio.Queue[tuple[Batch, asyncio.Future | None]] = asyncio.Queue()
         self._in_flight = asyncio.Semaphore(conf.inference_workers + BATCHES_IN_FLIGHT)
         self._parser: Executor | None = None  # the parser thread, while the stages run
 
     @asynccontextmanager
-    async def running(self, stream: Any) -> AsyncIterator[Batcher]:
-        """The stages run while the agent iterates `stream`; on the way out (a stop), everything
-        submitted is classified, sent, counted and acked before the agent ends."""
-        self.stream = stream
+    async def running(self) -> AsyncIterator[Batcher]:
+        """The stages run while the agent iterates its stream; on the way out (a stop), everything
+        submitted is classified and produced before the agent ends."""
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="parse")  # one: batches stay in order
         model = asyncio.ensure_future(self._model_stage())
-        stages = [model] + [
-            asyncio.ensure_future(stage())
-            for stage in (self._send_stage, self._deliver_stage, self._ack_stage)
-        ]
+        stages = [model, asyncio.ensure_future(self._send_stage())]
         for task in stages:
             task.add_done_callback(exit_on_failure("a batch stage"))
         try:
@@ -162,44 +146,28 @@ class Batcher:
                     task.cancel()
                 self._parser.shutdown(wait=False)
 
-    async def submit(self, events: list[Any]) -> None:
-        """Parse one micro-batch and queue it for the model; waits while a full model batch is queued."""
-        for event in events:
-            event.message.incref()  # take_events acks on leaving the loop body; this holds them
-        metrics.MESSAGES_IN.inc(len(events))
-        self.watchdog.taken(len(events))
-        await run_to_completion(self._parse_and_queue(events))  # held events are queued, even on a stop
+    async def submit(self, records: list[Record]) -> None:
+        """Parse one fetch and queue it for the model; waits while a full model batch is queued."""
+        self.watchdog.taken(len(records))
+        await run_to_completion(self._parse_and_queue(records))  # held records are queued, even on a stop
         # Back-pressure: a full model batch waiting, or more raw bytes held than buffer_max_bytes
-        # (each held event keeps its record's value until its ack: up to 1 MiB for an oversized one).
-        while self._waiting_events >= self.conf.batch_size or self._held_bytes > self.conf.buffer_max_bytes:
+        # (each held record keeps its value until it is produced: up to 1 MiB for an oversized one).
+        while self._waiting_records >= self.conf.batch_size or self._held_bytes > self.conf.buffer_max_bytes:
             self._room.clear()
             await self._room.wait()
 
-    async def _parse_and_queue(self, events: list[Any]) -> None:
+    async def _parse_and_queue(self, records: list[Record]) -> None:
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._parser, parse_batch, events, self.conf, self.outputs)
+        batch = await loop.run_in_executor(self._parser, parse_batch, records, self.conf, self.outputs)
         self._waiting.append(batch)
-        self._waiting_events += len(events)
-        self._held_bytes += held_bytes(events)
+        self._waiting_records += len(records)
+        self._held_bytes += held_bytes(records)
         self._waiting_changed.set()
 
-    async def send_counts_if_due(self) -> None:
-        if self.urgent() or self._draining or self.counts.due(time.time()):
-            await self.send_counts()
-
-    async def send_counts(self) -> None:
-        """The pending label counts as count events, one per window; the batches they count are
-        acked once these are acknowledged."""
-        taken = self.counts.take()
-        if taken is None:
-            return
-        increments, sent = taken
-        count_outputs = [self.outputs.count_event(increment) for increment in increments]
-        sending = asyncio.ensure_future(self.sender.send_all(count_outputs))
-        # The batches these count are acked once `sent` resolves; it fails with the send (the ack
-        # stage then ends the worker), and resolves even when the caller is cancelled meanwhile.
-        sending.add_done_callback(functools.partial(_settle, sent))
-        await run_to_completion(sending)
+    def count_events(self) -> list[Output]:
+        """The label counts of the batches produced since the last commit, one count event per window
+        (the checkpoint produces them in that commit)."""
+        return [self.outputs.count_event(increment) for increment in self.counts.take()]
 
     # -- the stages -------------------------------------------------------------------------------
 
@@ -229,17 +197,17 @@ class Batcher:
             self._to_send.put_nowait((batch, classifier.version, inference))
 
     def _take(self) -> Batch:
-        """The waiting micro-batches, oldest first, merged up to batch_size events (at least one)."""
+        """The waiting fetches, oldest first, merged up to batch_size records (at least one fetch)."""
         taken = [self._waiting.popleft()]
-        size = len(taken[0].events)
-        while self._waiting and size + len(self._waiting[0].events) <= self.conf.batch_size:
-            size += len(self._waiting[0].events)
+        size = len(taken[0].records)
+        while self._waiting and size + len(self._waiting[0].records) <= self.conf.batch_size:
+            size += len(self._waiting[0].records)
             taken.append(self._waiting.popleft())
-        self._waiting_events -= size
+        self._waiting_records -= size
         self._room.set()
         metrics.BATCH_SIZE.observe(size)
         return Batch(
-            [e for b in taken for e in b.events],
+            [r for b in taken for r in b.records],
             [g for b in taken for g in b.good],
             [letter for b in taken for letter in b.letters],
         )
@@ -247,84 +215,64 @@ class Batcher:
     async def _send_stage(self) -> None:
         while True:
             batch, version, inference = await self._to_send.get()
-            outputs, counted = await self._outputs(batch, version, inference)
-            delivery = await run_to_completion(self.sender.queue(outputs))
-            self._to_deliver.put_nowait((batch, delivery, counted))
-            self._to_send.task_done()
-            await self.send_counts_if_due()
-
-    async def _deliver_stage(self) -> None:
-        while True:
-            batch, delivery, counted = await self._to_deliver.get()
-            await run_to_completion(self.sender.delivered(delivery))
+            results, letters = await self._classified(batch, version, inference)
+            build = functools.partial(self._outputs, batch, results, letters)
+            await run_to_completion(self.checkpoint.produce(batch.records, build))
             self._in_flight.release()
-            self._to_ack.put_nowait((batch, counted))
-            self._to_deliver.task_done()
-
-    async def _ack_stage(self) -> None:
-        while True:
-            batch, counted = await self._to_ack.get()
-            if counted is not None:
-                await counted
-            for event in batch.events:
-                await self.stream.ack(event)
-            self.watchdog.finished(len(batch.events))
-            self._held_bytes -= held_bytes(batch.events)
+            self.watchdog.finished(len(batch.records))
+            self._held_bytes -= held_bytes(batch.records)
             self._room.set()
-            self._to_ack.task_done()
+            self._to_send.task_done()
 
-    async def _outputs(
+    async def _classified(
         self, batch: Batch, version: str, inference: asyncio.Future | None
-    ) -> tuple[list[Output], asyncio.Future | None]:
-        """A batch's records (results, dead letters, weak labels) and the future of the count event
-        that carries its label counts."""
+    ) -> tuple[list[SentimentResult], list[tuple[Record, DeadLetter]]]:
+        """A batch's results (one per valid tweet) and dead letters."""
         good, letters = batch.good, batch.letters
-        results: list[SentimentResult] = []
-        if inference is not None:
-            try:
-                predictions, seconds = await inference
-            except Exception as exc:  # the model itself failed: every tweet becomes a dead letter
-                log.error(
-                    "inference failed; batch goes to the DLQ", extra={"batch": len(good), "error": str(exc)}
-                )
-                letters = letters + self.outputs.inference_failed(good, exc)
-            else:
-                metrics.INFERENCE_SECONDS.observe(seconds)
-                results = self.outputs.results(good, predictions, version, seconds)
-        for event in batch.events:
-            self.processed_offsets[event.message.tp] = event.message.offset + 1
-        records = [self.outputs.result(msg, result) for (msg, _), result in zip(good, results, strict=False)]
-        records += [self.outputs.dead_letter(msg, letter) for msg, letter in letters]
-        records += self.outputs.weak_labels(tweet for _, tweet in good)
-        self.outputs.observe(results, [letter for _, letter in letters])
-        tweets = (
-            (aggregate_tags(t.rule_tags, t.text), r.label) for (_, t), r in zip(good, results, strict=False)
-        )
-        counted = self.counts.add(tweets, time.time())
-        return records, counted
+        if inference is None:
+            return [], letters
+        try:
+            predictions, seconds = await inference
+        except Exception as exc:  # the model itself failed: every tweet becomes a dead letter
+            log.error(
+                "inference failed; batch goes to the DLQ", extra={"batch": len(good), "error": str(exc)}
+            )
+            return [], letters + self.outputs.inference_failed(good, exc)
+        metrics.INFERENCE_SECONDS.observe(seconds)
+        return self.outputs.results(good, predictions, version, seconds), letters
+
+    def _outputs(
+        self,
+        batch: Batch,
+        results: list[SentimentResult],
+        letters: list[tuple[Record, DeadLetter]],
+        live: list[Record],
+    ) -> list[Output]:
+        """The records of a batch's `live` records (results, dead letters, weak labels); their tweets
+        are counted (runs under the checkpoint's lock)."""
+        good = list(zip(batch.good, results, strict=False))  # no results: the model failed
+        if len(live) < len(batch.records):  # some partitions were revoked or rewound meanwhile
+            kept = {id(record) for record in live}
+            good = [g for g in good if id(g[0][0]) in kept]
+            letters = [letter for letter in letters if id(letter[0]) in kept]
+        for record in live:
+            self.processed_offsets[record.tp] = record.offset + 1
+        records = [self.outputs.result(record, result) for (record, _), result in good]
+        records += [self.outputs.dead_letter(record, letter) for record, letter in letters]
+        records += self.outputs.weak_labels(tweet for (_, tweet), _ in good)
+        self.outputs.observe([result for _, result in good], [letter for _, letter in letters])
+        self.counts.add(((aggregate_tags(t.rule_tags, t.text), r.label) for (_, t), r in good), time.time())
+        return records
 
     async def _drain(self, model: asyncio.Future) -> None:
         self._draining = True
         self._waiting_changed.set()
         try:
             await model  # everything waiting is taken
-            await self._to_send.join()  # every batch's records are queued and its counts added
-            await self.send_counts()
-            await self._to_deliver.join()
-            await self._to_ack.join()
+            await self._to_send.join()  # every batch's records are produced and its tweets counted
         finally:
             self._draining = False
 
 
-def held_bytes(events: list[Any]) -> int:
-    return sum(len(event.message.value or b"") for event in events)
-
-
-def _settle(future: asyncio.Future, task: asyncio.Future) -> None:
-    """Resolves `future` as `task` ended."""
-    if task.cancelled():
-        future.cancel()
-    elif task.exception() is not None:
-        future.set_exception(task.exception())
-    else:
-        future.set_result(None)
+def held_bytes(records: list[Record]) -> int:
+    return sum(len(record.value or b"") for record in records)

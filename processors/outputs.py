@@ -10,9 +10,9 @@ from typing import Any
 
 from tweetpulse.contracts import DeadLetter, LabelCounts, RawTweet, SentimentResult, utcnow
 from tweetpulse.processors import metrics
+from tweetpulse.processors.checkpoint import Output
 from tweetpulse.processors.classifier import Prediction
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key
-from tweetpulse.processors.sender import Output
 from tweetpulse.retraining.weak_labels import WeakLabeler
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Topics:
-    """The Faust topics a worker writes."""
+    """The names of the topics a worker writes."""
 
-    sentiment: Any
-    dlq: Any
-    labeled: Any
-    count_events: Any
+    sentiment: str
+    dlq: str
+    labeled: str
+    count_events: str
 
 
 class Outputs:
@@ -61,7 +61,7 @@ class Outputs:
         return Output(self.topics.sentiment, result.key, result.to_bytes(), msg)
 
     def letter(self, msg: Any, bad: BadMessageError, max_bytes: int | None = None) -> DeadLetter:
-        """The dead letter of one raw message (a Faust message)."""
+        """The dead letter of one raw record."""
         kept = self.max_letter_bytes if max_bytes is None else max_bytes
         return dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value, kept)
 
@@ -93,7 +93,7 @@ class Outputs:
     def replacement(self, refused: Output, reason: str, error: str) -> Output | None:
         """The dead letter that replaces an output the broker refused for its size (see sender.py);
         None when there is nothing smaller to send."""
-        if refused.topic is self.topics.dlq:  # a dead letter too large: keep no original bytes at all
+        if refused.topic == self.topics.dlq:  # a dead letter too large: keep no original bytes at all
             if refused.source is None or b'"original_value_b64":""' in refused.value:
                 return None
             letter = self.letter(refused.source, BadMessageError(reason, error), 0)

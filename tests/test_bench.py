@@ -8,11 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
+from tweetpulse.bench.kafka_io import produce_raw
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
 from tweetpulse.bench.workers import WorkerError, process_gone
 from tweetpulse.registry import ModelRegistry
@@ -36,6 +40,11 @@ FIGURES = {
     "startup_s",
     "framework_tps",
     "framework_raw_tps",
+    "peer_tps",
+    "framework_over_peer",
+    "framework_eos_tps",
+    "peer_eos_tps",
+    "framework_over_peer_eos",
 }
 GOALS = {
     "ratio_vs_raw",
@@ -44,6 +53,8 @@ GOALS = {
     "latency_p99_at_80pct_ms",
     "scale_2_over_1",
     "framework_tps",
+    "framework_over_peer",
+    "framework_over_peer_eos",
     "writes_per_tweet",
     "writes_per_tweet_low_load",
 }
@@ -247,6 +258,14 @@ def test_quick_bench_writes_every_figure_the_machine_and_the_goals_to_json(
     assert framework["pipeline"]["tweets"] == 2000 and framework["pipeline"]["workers"] == 1
     assert figures["framework_tps"] == framework["pipeline"]["tps"]
     assert figures["framework_raw_tps"] == framework["raw"]["tps"]
+    # ... beside the plain loop, under both guarantees, one round each (--quick).
+    for guarantee, suffix in (("at_least_once", ""), ("exactly_once", "_eos")):
+        side = framework[guarantee]
+        assert [r["tweets"] for r in side["framework"] + side["peer"]] == [2000, 2000], side
+        assert figures[f"peer{suffix}_tps"] == side["peer"][0]["tps"]
+        assert figures[f"framework_over_peer{suffix}"] == pytest.approx(
+            figures[f"framework{suffix}_tps"] / figures[f"peer{suffix}_tps"], rel=1e-2
+        )
     assert set(report["goals"]) == GOALS
     assert all(isinstance(g["met"], bool) for g in report["goals"].values())
     machine = report["machine"]
@@ -262,9 +281,10 @@ def test_quick_bench_writes_every_figure_the_machine_and_the_goals_to_json(
     for name in FIGURES:
         assert name in run.stdout
     # Nothing of the run is left on the broker or in the process table: one worker, the scaling
-    # runs' 1 + 2 and the near-free one (their logs name their app ids), and the naive loop's topics.
+    # runs' 1 + 2, the near-free ones and plain loops, 2 of each (their logs name their app ids), and
+    # the naive loop's topics.
     app_ids = {log.name.rsplit("-", 1)[0] for log in logs.glob("bench-*.log")}
-    assert len(app_ids) == 4, sorted(logs.iterdir())
+    assert len(app_ids) == 7, sorted(logs.iterdir())
     tokens = {a.removeprefix("bench-") for a in app_ids} | {report["naive"]["run"]}
     assert _topics_of(kafka_bootstrap, tokens) == []
     assert _workers_of(app_ids) == []
@@ -284,3 +304,73 @@ def test_bench_refuses_an_unknown_model_version_with_a_clear_message(
     run = bench(tiny_model_registry.root, kafka_bootstrap, "--quick", "--model", "v9999")
     assert run.returncode == 2
     assert "no model version 'v9999'" in run.stderr
+
+
+def _committed_results(settings: Settings, expected: int, timeout: float = 60) -> Counter[str]:
+    """Result ids on the sentiment topic as a read_committed consumer sees them, read from the start
+    until `expected` records are in and then 1 s more (late repeats would show)."""
+    from tweetpulse.contracts import SentimentResult
+
+    consumer = Consumer(
+        settings.kafka.confluent_config(
+            **{
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+    )
+    consumer.subscribe([settings.topics.sentiment])
+    ids: Counter[str] = Counter()
+    deadline, more = time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < (more or deadline):
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is None:
+                    ids[SentimentResult.from_bytes(msg.value()).id] += 1
+            if more is None and ids.total() >= expected:
+                more = time.monotonic() + 1.0
+    finally:
+        consumer.close()
+    return ids
+
+
+def test_the_plain_loop_gives_every_tweet_one_committed_result_under_both_guarantees_and_cleans_up(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The peer of `tweetpulse bench` (bench/peer.py) on the near-free model: each guarantee's loop
+    skips (and counts) bad values, writes exactly one result per tweet, exits cleanly on SIGTERM and
+    leaves no process, topic or consumer group behind."""
+    from tweetpulse.bench.nearfree import build_near_free, missing
+
+    if missing():
+        pytest.skip(missing())
+    from tweetpulse.bench.peer import GUARANTEE_ENV, GUARANTEES, PeerRun
+
+    artifact, root = build_near_free(tmp_path / "near-free", ["a sample tweet for the parity gate"] * 8)
+    settings: Settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    setup = PipelineSetup(settings, root, 2, {"TWEETPULSE_PROCESSOR__PROVIDER": "cpu"}, tmp_path, 180)
+    texts = ["what a lovely day", "this is awful", "meh, it is fine I guess"] * 100
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for guarantee in GUARANTEES:
+        run = PeerRun(setup, **{GUARANTEE_ENV: guarantee})
+        with run:
+            produce_raw(run.settings, [(b"bad", b"not json"), (b"bad", None)])  # before the tweets
+            got = run.throughput(texts, "p-")
+            committed = _committed_results(run.settings, len(texts) + 4)  # + the warm-up's 2 per partition
+            topics = run.topics()
+            process = run.workers[0].proc
+        assert got["tweets"] == 300 and got["duplicates"] == 0, (guarantee, got)
+        wanted = {f"p-{i}" for i in range(300)} | {f"warm-{i}" for i in range(4)}
+        assert set(committed) == wanted and set(committed.values()) == {1}, (guarantee, committed)
+        results = run.reader.received.results
+        assert {r.model_version for r in results.values()} == {artifact.version}
+        assert process.returncode == 0, run.workers[0].log_tail()
+        summary = run.summary()
+        assert summary is not None and summary["results"] == 304 and summary["skipped"] == 2, summary
+        assert {f"tweets.raw.bench.{run.token}", f"tweets.sentiment.bench.{run.token}"} <= set(topics)
+        assert _topics_of(kafka_bootstrap, {run.token}) == []
+        assert _workers_of({run.app_id}) == []
+        groups = admin.list_consumer_groups().result().valid
+        assert run.app_id not in {g.group_id for g in groups}

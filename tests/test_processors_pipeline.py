@@ -40,7 +40,6 @@ WORKER_ENV = {
     "TWEETPULSE_PROCESSOR__HEARTBEAT_INTERVAL_S": "1",
     "TWEETPULSE_PROCESSOR__REBALANCE_TIMEOUT_S": "20",
     "TWEETPULSE_PROCESSOR__COMMIT_INTERVAL_S": "1",
-    "TWEETPULSE_PROCESSOR__RECOVERY_DELAY_S": "0.5",
     "TWEETPULSE_PROCESSOR__LAG_INTERVAL_S": "1",
     "TWEETPULSE_PROCESSOR__PROVIDER": "cpu",
     "TWEETPULSE_PROCESSOR__ORT_THREADS": "1",
@@ -470,12 +469,6 @@ def consume_until_all_seen(
 
 
 @pytest.mark.fault
-@pytest.mark.xfail(
-    strict=True,
-    reason="faust-streaming 0.15.3 exactly_once picks the transactional producer by the OUTPUT record's "
-    "partition (transport/consumer.py send()); with two workers, results keyed by tweet id land on "
-    "partitions another worker owns and every send fails: 'No transaction producer found'",
-)
 def test_exactly_once_worker_killed_mid_stream_gives_each_tweet_one_committed_result(
     settings: Settings, start_worker: Callable[..., Worker]
 ) -> None:

@@ -194,7 +194,22 @@ class ProcessorSettings(BaseModel):
 
     provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
     model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: each input's outputs are committed once, in one Kafka transaction with "
+        "its offsets (read_committed readers see them once); at_least_once: a worker that dies has its "
+        "last commit interval's input classified again",
+    )
+    transactional_id: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="exactly_once's producer id; None: app id, host name and process id. Set a stable one "
+        "per replica (a StatefulSet's pod name) to have a restarted worker fence its predecessor at once",
+    )
+    fetch_max_records: int = Field(
+        512, ge=1, le=100_000, description="most records one fetch hands the agents"
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65_535)  # status, counts and /metrics; one per worker
     datadir: Path | None = None  # Faust state; None: a temporary folder per worker process
@@ -203,7 +218,6 @@ class ProcessorSettings(BaseModel):
     # Tags per window; more count as "(other)", as do tags past 900 KB of text (aggregates.MAX_TAG_BYTES):
     # a window's counts are one record, below Kafka's default 1 MiB limit.
     agg_max_tags: int = Field(5_000, ge=1, le=50_000)
-    agg_flush_s: float = Field(1.0, gt=0, le=600)  # label counts wait at most this long (commits with them)
     # The count agent's writes (window totals to the changelog and tweets.sentiment.agg), whatever
     # arrives on the count-events topic: past this rate it waits, and its input partitions pause.
     # Legit load writes 2 x a window's total per count event: 3 workers flushing 2 windows of
@@ -212,8 +226,13 @@ class ProcessorSettings(BaseModel):
     session_timeout_s: float = Field(30.0, gt=0)  # a dead worker's partitions move after this
     heartbeat_interval_s: float = Field(3.0, gt=0)
     rebalance_timeout_s: float = Field(60.0, gt=0)
-    commit_interval_s: float = Field(2.8, gt=0)
-    recovery_delay_s: float = Field(3.0, ge=0)  # pause after a rebalance before streams resume
+    commit_interval_s: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="how often outputs and their input offsets are committed together (exactly_once: "
+        "how long read_committed readers may wait for a result)",
+    )
     lag_interval_s: float = Field(5.0, gt=0)
     # Untrusted input: work is bounded before parsing, and a dead letter always fits on its topic.
     max_message_bytes: int = Field(64 * 1024, ge=1_024, le=16 * 1024 * 1024)  # larger: oversized-message
