@@ -94,16 +94,23 @@ class Worker:
         self.changelog = f"{conf.app_id}-label-counts-changelog"
         raw_fetches = app.channel(maxsize=FETCHES_QUEUED)
         count_fetches = app.channel(maxsize=FETCHES_QUEUED)
-        self.channels = {names.raw: raw_fetches, self.count_events: count_fetches}
 
         weak_labeler = WeakLabeler(settings.retrain.weak_label_rate) if settings.retrain.weak_labels else None
         topics = Topics(names.sentiment, names.dlq, names.labeled, self.count_events)
         self.outputs = Outputs(topics, conf.dlq_max_value_bytes, weak_labeler)
         self.totals = WindowTotals(settings, self.count_events, self.changelog, names.aggregates)
-        self.source = Source(settings, list(self.channels), self._deliver, self, self.totals.restore)
+        self.source = Source(settings, names.raw, conf.app_id, _deliver_to(raw_fetches), self)
+        self.count_source = Source(
+            settings,
+            self.count_events,
+            f"{conf.app_id}-counts",
+            _deliver_to(count_fetches),
+            self,
+            self.totals.restore,
+        )
         self.checkpoint = Checkpoint(
             settings,
-            self.source,
+            [self.source, self.count_source],
             [names.sentiment, names.dlq, names.labeled, names.aggregates, self.count_events, self.changelog],
             self.outputs.replacement,
             self._count_events,
@@ -137,19 +144,13 @@ class Worker:
         @app.task
         async def consume() -> None:  # once the agents run: a fetch handed to a channel reaches them
             app.flow_control.resume()  # Faust's channels wait for it (its consumer would resume it)
-            self.source.start(asyncio.get_running_loop())
+            for source in (self.source, self.count_source):
+                source.start(asyncio.get_running_loop())
 
         app.timer(conf.commit_interval_s)(self.checkpoint.commit)
         app.task(self.model.watch)
         app.timer(conf.lag_interval_s)(self.views.update_lag)
         self.views.register()
-
-    async def _deliver(self, records: list[Record]) -> None:
-        """A fetch's records to the agents, per topic (order per partition kept)."""
-        for topic, channel in self.channels.items():
-            mine = [record for record in records if record.topic == topic]
-            if mine:
-                await channel.send(value=mine)
 
     def _count_events(self) -> list[Any]:
         return self.batcher.count_events()
@@ -159,7 +160,8 @@ class Worker:
     async def assigned(self, tps: list[TP]) -> None:
         self.watchdog.committed()  # a fresh assignment restarts the liveness clock
         self.watchdog.ready = True
-        log.info("partitions assigned", extra={"partitions": self.views.raw_partitions(tps)})
+        if tps:
+            log.info("partitions assigned", extra={"topic": tps[0].topic, "partitions": _numbers(tps)})
 
     async def revoked(self, tps: list[TP]) -> None:
         """Commit what was produced of them (and of the others) before they move; the rest of their
@@ -168,7 +170,8 @@ class Worker:
         self.checkpoint.forget(tps)
         for tp in tps:
             self.batcher.processed_offsets.pop(tp, None)
-        log.info("partitions revoked", extra={"partitions": self.views.raw_partitions(tps)})
+        if tps:
+            log.info("partitions revoked", extra={"topic": tps[0].topic, "partitions": _numbers(tps)})
 
     async def lost(self, tps: list[TP]) -> None:
         await self.checkpoint.abort(f"partitions lost: {len(tps)} (the group moved them on)")
@@ -206,8 +209,21 @@ class DataPlane(Service):
 
     async def on_stop(self) -> None:
         worker, loop = self.worker, asyncio.get_running_loop()
-        await loop.run_in_executor(None, worker.source.close)
+        await asyncio.gather(
+            *(loop.run_in_executor(None, source.close) for source in (worker.source, worker.count_source))
+        )
         worker.checkpoint.close()
+
+
+def _numbers(tps: list[TP]) -> list[int]:
+    return sorted(tp.partition for tp in tps)
+
+
+def _deliver_to(channel: Any) -> Callable[[list[Record]], Awaitable[None]]:
+    async def deliver(records: list[Record]) -> None:
+        await channel.send(value=records)
+
+    return deliver
 
 
 def create_internal_topics(worker: Worker) -> None:

@@ -148,6 +148,7 @@ class Batcher:
 
     async def submit(self, records: list[Record]) -> None:
         """Parse one fetch and queue it for the model; waits while a full model batch is queued."""
+        metrics.MESSAGES_IN.inc(len(records))
         self.watchdog.taken(len(records))
         await run_to_completion(self._parse_and_queue(records))  # held records are queued, even on a stop
         # Back-pressure: a full model batch waiting, or more raw bytes held than buffer_max_bytes

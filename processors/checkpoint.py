@@ -84,7 +84,7 @@ class Checkpoint:
     def __init__(
         self,
         settings: Settings,
-        source: Source,
+        sources: list[Source],
         output_topics: list[str],
         dead_letter_for: Callable[[Output, str, str], Output | None],
         pending: Callable[[], list[Output]],
@@ -92,7 +92,7 @@ class Checkpoint:
     ) -> None:
         conf = settings.processor
         self.settings = settings
-        self.source = source
+        self.sources = {source.topic: source for source in sources}
         self.output_topics = output_topics
         self.dead_letter_for = dead_letter_for
         self.pending = pending
@@ -120,7 +120,7 @@ class Checkpoint:
         offsets as done (they commit with the next commit); returns the bytes produced. Records of an
         ended epoch are dropped."""
         async with self.lock:
-            live = [r for r in records if self.source.live(r)]
+            live = [r for r in records if self.sources[r.topic].live(r)]
             if not live:
                 return 0
             outputs = build(live)
@@ -191,7 +191,7 @@ class Checkpoint:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._abort)
             self._positions, self._produced = {}, 0
             self.pending()  # counts of what was just given up: the partitions' next reader counts them
-            self.source.rewind()
+            self._rewind_all()
             log.warning("uncommitted output given up", extra={"why": why})
 
     def forget(self, tps: list[TP]) -> None:
@@ -220,10 +220,9 @@ class Checkpoint:
     def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
         deadline = time.monotonic() + KAFKA_TIMEOUT_S
         try:
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.source.group_metadata(), KAFKA_TIMEOUT_S
-                )
+            for topic, group_offsets in _by_topic(offsets).items():
+                metadata = self.sources[topic].group_metadata()
+                self.producer.send_offsets_to_transaction(group_offsets, metadata, KAFKA_TIMEOUT_S)
             while True:
                 try:
                     self.producer.commit_transaction(KAFKA_TIMEOUT_S)
@@ -249,7 +248,8 @@ class Checkpoint:
             raise CommitFailedError(f"{left} records not acknowledged in {self.send_timeout_s:g} s")
         if offsets:
             try:
-                self.source.commit_offsets(offsets)
+                for topic, group_offsets in _by_topic(offsets).items():
+                    self.sources[topic].commit_offsets(group_offsets)
             except KafkaException as exc:
                 raise CommitFailedError(f"offsets not committed: {exc.args[0].str()}") from exc
 
@@ -284,7 +284,11 @@ class Checkpoint:
                 "(what was not committed is read again: nothing is lost)",
             )
         log.warning("commit failed; reading again from the committed offsets", extra={"error": why})
-        self.source.rewind()
+        self._rewind_all()
+
+    def _rewind_all(self) -> None:
+        for source in self.sources.values():
+            source.rewind()
 
     def _refused(self, err: KafkaError) -> None:
         fix = MISCONFIGURED.get(err.code())
@@ -345,3 +349,11 @@ class Checkpoint:
             self._refused(exc.args[0])
             log.warning("topic limits unknown; assuming Kafka's default", extra={"error": exc.args[0].str()})
         return max(1_000, limit - BATCH_OVERHEAD_BYTES)
+
+
+def _by_topic(offsets: list[TopicPartition]) -> dict[str, list[TopicPartition]]:
+    """Offsets per input topic (each topic is read by a consumer group of its own)."""
+    grouped: dict[str, list[TopicPartition]] = {}
+    for offset in offsets:
+        grouped.setdefault(offset.topic, []).append(offset)
+    return grouped

@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tweetpulse.kafka import consumer_config
-from tweetpulse.processors import metrics
 from tweetpulse.processors.exits import crashed
 from tweetpulse.settings import Settings
 
@@ -74,26 +73,28 @@ class Rebalance:
 
 
 class Source:
-    """The consumer thread. `deliver` (a coroutine on the worker's loop) takes each fetch's records;
+    """One input topic's consumer thread, in a consumer group of its own (the sticky assignor balances
+    a group's partitions in all, not per topic). `deliver` (a coroutine on the worker's loop) takes each fetch's records;
     `restore` runs on this thread for newly assigned or rewound partitions before any of their records
     is fetched."""
 
     def __init__(
         self,
         settings: Settings,
-        topics: list[str],
+        topic: str,
+        group_id: str,
         deliver: Callable[[list[Record]], Awaitable[None]],
         rebalance: Rebalance,
         restore: Callable[[list[TP]], None] = lambda tps: None,
     ) -> None:
         conf = settings.processor
-        self.topics = topics
+        self.topic = topic
         self.loop: asyncio.AbstractEventLoop | None = None  # the worker's, from start()
         self.deliver = deliver
         self.rebalance = rebalance
         self.restore = restore
         self.fetch_max = conf.fetch_max_records
-        self.consumer = Consumer(consumer_config(settings, **consumer_overrides(settings)))
+        self.consumer = Consumer(consumer_config(settings, **consumer_overrides(settings, group_id)))
         self.epochs: dict[TP, int] = {}  # the assigned partitions and their current epochs
         self.rebalancing = False
         self.assigned_once = threading.Event()
@@ -107,14 +108,14 @@ class Source:
         self._metadata: Any = None
         self._highwater: dict[TP, int] = {}
         self._highwater_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{topic}", daemon=True)
 
     # -- the loop's side ----------------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.consumer.subscribe(
-            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self._thread.start()
 
@@ -168,7 +169,6 @@ class Source:
                 self._metadata = self.consumer.consumer_group_metadata()
                 records = self._records(messages, before)
                 if records:
-                    metrics.MESSAGES_IN.inc(len(records))
                     self._hand_off(records)
                 self._note_highwater()
             self.consumer.close()
@@ -286,12 +286,12 @@ class Source:
             return tps
 
 
-def consumer_overrides(settings: Settings) -> dict[str, Any]:
-    """The worker consumer's librdkafka settings (kafka.extra wins over none of these: they are what
+def consumer_overrides(settings: Settings, group_id: str) -> dict[str, Any]:
+    """The worker consumers' librdkafka settings (kafka.extra wins over none of these: they are what
     the worker's guarantees rest on)."""
     conf = settings.processor
     return {
-        "group.id": conf.app_id,
+        "group.id": group_id,
         "client.id": f"{settings.kafka.client_id}-processor",
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.commit": False,
