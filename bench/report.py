@@ -22,6 +22,11 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("startup_s", "worker start-up to assignment (s)", "{:.1f}"),
     ("framework_raw_tps", "near-free model, in-process (tweets/s)", "{:.1f}"),
     ("framework_tps", "near-free model, pipeline (tweets/s)", "{:.1f}"),
+    ("peer_tps", "near-free model, plain loop (tweets/s)", "{:.1f}"),
+    ("framework_over_peer", "pipeline / plain loop", "{:.3f}"),
+    ("framework_eos_tps", "... exactly once, pipeline (tweets/s)", "{:.1f}"),
+    ("peer_eos_tps", "... exactly once, loop (tweets/s)", "{:.1f}"),
+    ("framework_over_peer_eos", "... exactly once, pipeline / loop", "{:.3f}"),
 )
 
 
@@ -59,6 +64,8 @@ def format_table(report: dict[str, Any]) -> str:
             w = run["writes"]
             per = ", ".join(f"{topic} {n / w['classified']:.3f}" for topic, n in w["by_topic"].items() if n)
             lines.append(f"records per tweet ({name}): {per}{'' if w['settled'] else ' (not settled)'}")
+    for figure, why in report.get("missing", {}).items():
+        lines.append(f"{figure}: missing ({why.splitlines()[0][:300]})")
     for part, what in report.items():
         if isinstance(what, dict) and "skipped" in what:
             lines.append(f"{part}: skipped ({what['skipped']})")

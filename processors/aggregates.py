@@ -1,18 +1,17 @@
 """The label counts: tweets per label, in all and per tag, in tumbling windows, at a bounded record cost.
 
-Each classified batch adds to :class:`PendingCounts` in the worker. What is pending goes out as one
-count event per open window (a :class:`LabelCounts` increment, key = the window's start) every
-``agg_flush_s``, when a window closes, when a rebalance starts and when the worker stops. The count
-agent adds each event to the window's running total (:func:`add_counts`, kept in a windowed Faust
-table: one changelog record) and publishes the total on ``tweets.sentiment.agg`` (one record). A
-flush thus costs three records per open window, whatever the load and however many tags: about 0.03
-records per tweet at 100 tweets/s with the 1 s default flush, far less at full load.
+Each classified batch adds to :class:`PendingCounts` in the worker; each commit carries what is
+pending as one count event per open window (a :class:`LabelCounts` increment, key = the window's
+start, on the internal ``<app_id>-label-count-events`` topic), in the same commit as the tweets it
+counts. The ``count-labels`` agent adds each event to its window's running total
+(:class:`WindowTotals`) and writes the total to the window's changelog partition and to
+``tweets.sentiment.agg``, again in one commit with the count events' offsets. A commit thus costs
+three records per open window and worker, whatever the load and however many tags.
 
-A batch's offsets are committed only once its count event is acknowledged (batching.py), so counts
-are at-least-once, as results are: a worker that dies has its uncommitted batches classified and
-counted again by the partition's next owner. A window's count is too high by at most the tweets of
-those batches (at most ``agg_flush_s`` + ``commit_interval_s`` of that worker's input), plus, should
-the count agent die between publishing a total and committing its count event, that event once more.
+Under exactly_once every increment is counted once: a window's last total on
+``tweets.sentiment.agg`` (read_committed) is the number of tweets classified in it. Under
+at_least_once counts repeat with the tweets they count (a worker that dies has its last interval's
+input classified and counted again).
 """
 
 from __future__ import annotations
@@ -105,9 +104,8 @@ def count_event(value: bytes | None, timestamp: float, window_s: int) -> LabelCo
 
 
 def next_total(stored: object, increment: LabelCounts, window_s: int, max_tags: int) -> LabelCounts:
-    """The window's new running total: what the table holds for it (`stored`: a total this agent
-    wrote, or None where the changelog held something else, see :class:`ChangelogCodec`) plus
-    `increment`. :class:`ContractError` when a sum would pass the contract's bound: the count agent
+    """The window's new running total: what is held for it (`stored`: a total's counts, or None for a
+    window not held) plus `increment`. :class:`ContractError` when a sum would pass the contract's bound: the count agent
     skips that event."""
     totals = stored if isinstance(stored, Mapping) else {}
     return label_counts(increment.window_start.timestamp(), window_s, add_counts(totals, increment, max_tags))

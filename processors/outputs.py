@@ -91,7 +91,7 @@ class Outputs:
         )
 
     def replacement(self, refused: Output, reason: str, error: str) -> Output | None:
-        """The dead letter that replaces an output the broker refused for its size (see sender.py);
+        """The dead letter that replaces an output too large for its topic (see checkpoint.py);
         None when there is nothing smaller to send."""
         if refused.topic == self.topics.dlq:  # a dead letter too large: keep no original bytes at all
             if refused.source is None or b'"original_value_b64":""' in refused.value:

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_S = 0.1  # also how soon the thread notices a stop or a rewind when idle
 HANDOFF_CHECK_S = 0.5  # how often a blocked hand-off checks for a stop
 HIGHWATER_EVERY_S = 1.0  # how often the end offsets (consumer lag) are noted
-CALLBACK_TIMEOUT_S = 60.0  # longest a rebalance callback waits for the loop (a commit is bounded itself)
+CALLBACK_TIMEOUT_S = 60.0
+QUEUE_MAX_KBYTES = 2_097_151  # librdkafka's largest queued.max.messages.kbytes  # longest a rebalance callback waits for the loop (a commit is bounded itself)
 
 
 class TP(NamedTuple):
@@ -303,7 +304,7 @@ def consumer_overrides(settings: Settings, group_id: str) -> dict[str, Any]:
         # The thread waits for the agents while they are full: up to a model call plus a send.
         "max.poll.interval.ms": int(max(conf.rebalance_timeout_s, conf.stall_timeout_s) * 1000),
         # Bounded prefetch in bytes (the agents' queue and the batcher hold the rest, see batching.py).
-        "queued.max.messages.kbytes": max(1024, conf.buffer_max_bytes // 4 // 1024),
+        "queued.max.messages.kbytes": min(max(1024, conf.buffer_max_bytes // 4 // 1024), QUEUE_MAX_KBYTES),
         "fetch.max.bytes": min(conf.buffer_max_bytes // 4, 52_428_800),
     }
 

@@ -125,7 +125,8 @@ def count_rows(windows: Iterable[LabelCounts], max_rows: int) -> tuple[list[dict
     rows: list[dict[str, Any]] = []
     for total in sorted(windows, key=lambda w: w.window_start, reverse=True):
         window = {"window_start": total.window_start.isoformat(), "window_end": total.window_end.isoformat()}
-        for tag, labels in heapq.nlargest(max_rows - len(rows) + 1, total.tags.items(), key=_busiest):
+        counted = ((tag, labels) for tag, labels in total.tags.items() if labels)  # a row each
+        for tag, labels in heapq.nlargest(max_rows - len(rows) + 1, counted, key=_busiest):
             rows += [
                 {"tag": tag, "label": label, **window, "count": n} for label, n in sorted(labels.items())
             ]

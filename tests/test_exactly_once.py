@@ -67,9 +67,7 @@ registry = processor_tests.registry
 start_worker = processor_tests.start_worker
 
 TWEETPULSE = [sys.executable, "-m", "tweetpulse"]
-EOS = {
-    "TWEETPULSE_PROCESSOR__PROCESSING_GUARANTEE": os.environ.get("DRYRUN_GUARANTEE", "exactly_once")
-}  # DRYRUN-TEMP
+EOS = {"TWEETPULSE_PROCESSOR__PROCESSING_GUARANTEE": "exactly_once"}
 # Every cue-bearing tweet gets a weak label, so that weak labels are checked per tweet too.
 WEAK_LABELS = {"TWEETPULSE_RETRAIN__WEAK_LABELS": "true", "TWEETPULSE_RETRAIN__WEAK_LABEL_RATE": "1.0"}
 EOS_WORKER = {**EOS, **WEAK_LABELS}
@@ -348,6 +346,12 @@ def with_malformed(
     return messages, bad_keys
 
 
+def holdings(workers: list[Worker]) -> dict[int, set[int]]:
+    """Each worker's partitions (by pid), or {} while one of them holds none or is rebalancing."""
+    held = {w.proc.pid: set(w.assigned()) for w in workers}
+    return held if all(held.values()) else {}
+
+
 def wait_for_a_takeover(
     survivors: list[Worker], before: dict[int, set[int]], timeout: float
 ) -> tuple[Worker, float]:
@@ -379,27 +383,35 @@ def test_exactly_once_three_workers_two_killed_one_during_the_rebalance_gives_ea
     messages, bad_keys = with_malformed(tweets, every=100)  # 200 malformed messages, every kind
     expected = Expected.of(tweets, bad_keys)
     half = len(messages) // 2
-    killed = threading.Event()
+    killed, abandoned = threading.Event(), threading.Event()
 
     def stream() -> None:  # at 1000/s: the first half, then (once both kills are done) the rest
         produce(settings, messages[:half], 1000.0)
         assert killed.wait(600), "the kills never happened"
-        produce(settings, messages[half:], 1000.0)
+        if not abandoned.is_set():
+            produce(settings, messages[half:], 1000.0)
 
     producer = Background(stream)
     first, *survivors = workers
-    wait_for(lambda: _processed(first) > 1000, 300, "the first victim to be busy", workers)
-    before = {w.proc.pid: set(w.assigned()) for w in survivors}
-    first.kill()  # SIGKILL: its open transaction is neither committed nor aborted by it
-    killed_at = time.monotonic()
-    # The second kill: right after a survivor is first seen holding the dead worker's partition (its
-    # assignment changed), i.e. once the session timeout noticed the first death and while that
-    # survivor is starting on the partition (fetching from the committed offset, its first transaction
-    # of it open). Its death is noticed a session timeout later: a second rebalance on top of the first.
-    second, took_over_at = wait_for_a_takeover(survivors, before, 120)
-    second.kill()
+    try:
+        wait_for(lambda: _processed(first) > 1000, 300, "the first victim to be busy", workers)
+        wait_for(lambda: holdings(survivors), 60, "the survivors' partitions", workers)
+        before = holdings(survivors)
+        first.kill()  # SIGKILL: its open transaction is neither committed nor aborted by it
+        killed_at = time.monotonic()
+        # The second kill: right after a survivor is first seen holding the dead worker's partition (its
+        # assignment changed), i.e. once the session timeout noticed the first death and while that
+        # survivor is starting on the partition (fetching from the committed offset, its first
+        # transaction of it open). Its death is noticed a session timeout later: a second rebalance on
+        # top of the first.
+        second, took_over_at = wait_for_a_takeover(survivors, before, 120)
+        second.kill()
+    except BaseException:
+        abandoned.set()  # the test failed: the producer writes no second half
+        raise
+    finally:
+        killed.set()
     (last,) = [w for w in survivors if w is not second]
-    killed.set()
     record_property("second_kill_after_s", round(took_over_at - killed_at, 2))
     wait_for(
         lambda: last.assigned() == list(range(settings.topics.partitions)),

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -168,18 +169,14 @@ def test_a_window_counts_at_most_max_tags_tags_and_the_rest_under_other() -> Non
 
 
 def test_a_window_of_long_non_ascii_tags_stays_one_record_below_kafkas_default_size_limit() -> None:
-    asyncio.run(_long_tags())
-
-
-async def _long_tags() -> None:
     from tweetpulse.contracts import MAX_AGGREGATE_TAG_CHARS
     from tweetpulse.processors.aggregates import OTHER_TAG, PendingCounts, add_counts, label_counts
 
     # 5,000 hashtags of 65 three-byte letters: 1.18 MB as one record without a byte bound
     tags = [f"#{i:05d}" + "漢" * (MAX_AGGREGATE_TAG_CHARS - 6) for i in range(5_000)]
-    counts = PendingCounts(window_s=60, flush_s=1.0, max_tags=5_000)
+    counts = PendingCounts(window_s=60, max_tags=5_000)
     counts.add([(tags, "positive")], now=T0 + 120)
-    (increment,), _ = counts.take()
+    (increment,) = counts.take()
     assert len(increment.to_bytes()) < 1_000_000 < 1_048_588  # Kafka's default max.message.bytes
     assert increment.tags[OTHER_TAG] == {"positive": 5_000 - (len(increment.tags) - 1)}
     total = add_counts({}, increment, max_tags=5_000)
@@ -188,31 +185,28 @@ async def _long_tags() -> None:
     assert sum(c["positive"] for c in again["tags"].values()) == 10_000  # nothing lost, only merged
 
 
-def test_pending_counts_are_due_after_the_flush_interval_or_once_a_window_closes() -> None:
-    asyncio.run(_pending_counts())
-
-
-async def _pending_counts() -> None:
+def test_pending_counts_are_taken_whole_one_increment_per_window_and_none_are_pending_after() -> None:
     from tweetpulse.processors.aggregates import PendingCounts
 
-    counts = PendingCounts(window_s=60, flush_s=5.0, max_tags=100)
-    assert counts.take() is None and not counts.due(T0)
-    sent = counts.add([(["#a"], "positive")] * 29, now=T0 + 120)
-    assert sent is not None and not counts.due(T0 + 124.9)
-    assert counts.add([(["#a", "#b"], "negative")], now=T0 + 121) is sent  # one flush carries both
-    assert counts.due(T0 + 125)  # the oldest waited flush_s
-    (increment,), taken = counts.take()
-    assert taken is sent and increment.window_start.timestamp() == T0 + 120
+    counts = PendingCounts(window_s=60, max_tags=100)
+    assert counts.take() == []  # nothing counted: a commit carries no count event
+    assert counts.add([(["#a"], "positive")] * 29, now=T0 + 120) is None
+    counts.add([(["#a", "#b"], "negative")], now=T0 + 121)  # the same window: one increment for both
+    (increment,) = counts.take()
+    assert increment.window_start.timestamp() == T0 + 120
+    assert increment.window_end.timestamp() == T0 + 180
     assert increment.tweets == {"positive": 29, "negative": 1}
     assert increment.tags == {"#a": {"positive": 29, "negative": 1}, "#b": {"negative": 1}}
-    assert counts.take() is None  # taken: nothing pending, nothing due
-    assert counts.add([], now=T0 + 121) is None  # a batch without results (dead letters) waits for nothing
+    assert counts.take() == []  # taken: nothing pending, counted once
+    counts.add([], now=T0 + 121)  # a batch without results (dead letters only) opens no window
+    assert counts.take() == []
 
     counts.add([(["x"], "negative")], now=T0 + 179)
-    assert counts.due(T0 + 180)  # its window [120, 180) closed: sent before flush_s
-    counts.add([(["x"], "negative")], now=T0 + 181)
-    increments, _ = counts.take()
+    counts.add([(["x"], "negative")], now=T0 + 181)  # the next window: an increment of its own
+    increments = counts.take()
     assert [i.window_start.timestamp() for i in increments] == [T0 + 120, T0 + 180]
+    assert [i.tweets for i in increments] == [{"negative": 1}, {"negative": 1}]
+    assert counts.take() == []
 
 
 def test_a_count_event_outside_its_timestamps_window_or_off_contract_is_refused() -> None:
@@ -226,56 +220,6 @@ def test_a_count_event_outside_its_timestamps_window_or_off_contract_is_refused(
     assert count_event(b'{"tweets": {"positive": -1}}', T0 + 150, 60) is None
     assert count_event(event.replace(b'"positive"', b'"neutral"'), T0 + 150, 60) is None
     assert count_event(b"\xff", T0 + 150, 60) is None and count_event(None, T0 + 150, 60) is None
-
-
-def test_acks_waiting_on_label_counts_resolve_with_the_send_if_it_fails_or_its_caller_is_cancelled() -> None:
-    asyncio.run(_count_sends())
-
-
-class _BrokerStandIn:
-    """The sender's one method the count path uses: fails, or waits until released."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error, self.release, self.sent = error, asyncio.Event(), []
-
-    async def send_all(self, outputs: list) -> None:
-        if self.error:
-            raise self.error
-        await self.release.wait()
-        self.sent += outputs
-
-
-async def _count_sends() -> None:
-    import time
-
-    from tweetpulse.processors.batching import Batcher
-    from tweetpulse.processors.outputs import Outputs, Topics
-    from tweetpulse.processors.watchdog import Limits, Watchdog
-    from tweetpulse.settings import ProcessorSettings
-
-    def batcher(sender: _BrokerStandIn) -> Batcher:
-        outputs = Outputs(Topics(None, None, None, "count-events"), 1024, None)
-        watchdog = Watchdog(Limits(30, 30, 30, 30))
-        return Batcher(ProcessorSettings(), None, None, outputs, sender, watchdog, urgent=lambda: False)
-
-    failing = batcher(_BrokerStandIn(ConnectionError("broker gone")))
-    counted = failing.counts.add([(["#a"], "positive")], now=time.time())
-    with pytest.raises(ConnectionError):
-        await failing.send_counts()
-    assert isinstance(counted.exception(), ConnectionError)  # the ack stage fails with it: the worker exits
-
-    slow = _BrokerStandIn()
-    stopping = batcher(slow)
-    counted = stopping.counts.add([(["#a"], "positive")], now=time.time())
-    caller = asyncio.ensure_future(stopping.send_counts())
-    await asyncio.sleep(0)
-    caller.cancel()  # a stop cancels the timer that sends them
-    await asyncio.sleep(0.01)
-    assert not counted.done()  # not sent yet
-    slow.release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    assert counted.done() and counted.result() is None and len(slow.sent) == 1  # sent, then acked
 
 
 def test_what_is_being_sent_runs_to_its_end_however_often_its_caller_is_cancelled() -> None:
@@ -373,82 +317,63 @@ def test_watch_shows_or_skips_any_value_and_its_summary_counts_both(
     assert all(len(line) <= 60 + MAX_REASON_CHARS for line in skipped)  # a reason, never the bytes
 
 
-def test_the_classify_agent_takes_no_more_once_it_holds_buffer_max_bytes_of_records_until_acks() -> None:
+def test_the_classify_agent_takes_no_more_once_it_holds_buffer_max_bytes_of_records_until_produced() -> None:
     asyncio.run(_held_bytes())
 
 
-class _HeldMessage:
-    """The fields of a Faust message the batcher reads."""
-
-    def __init__(self, offset: int, value: bytes) -> None:
-        self.topic, self.partition, self.tp, self.offset, self.key, self.value = (
-            "raw",
-            0,
-            "raw-0",
-            offset,
-            None,
-            value,
-        )
-
-    def incref(self) -> None:
-        pass
-
-
-class _HeldEvent:
-    def __init__(self, message: _HeldMessage) -> None:
-        self.message = message
-
-
-class _SlowBroker:
-    """Queues anything; deliveries wait until `open` is set."""
+class _HeldCheckpoint:
+    """The checkpoint's one method the batcher uses: produces (builds the outputs) once `open` is set."""
 
     def __init__(self) -> None:
         self.open = asyncio.Event()
+        self.produced: list[int] = []  # offsets of the records produced, in order
+        self.outputs: list = []
 
-    async def queue(self, outputs: list) -> list:
-        return outputs
-
-    async def delivered(self, delivery: list) -> None:
+    async def produce(self, records: list, build: Callable[[list], list]) -> int:
         await self.open.wait()
-
-    async def send_all(self, outputs: list) -> None:
-        pass
-
-
-class _AckingStream:
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-
-    async def ack(self, event: _HeldEvent) -> None:
-        self.acked.append(event.message.offset)
+        outputs = build(records)
+        self.produced += [record.offset for record in records]
+        self.outputs += outputs
+        return sum(len(output.value) for output in outputs)
 
 
 async def _held_bytes() -> None:
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
+    from tweetpulse.contracts import DeadLetter
     from tweetpulse.processors.batching import Batcher
     from tweetpulse.processors.outputs import Outputs, Topics
+    from tweetpulse.processors.source import TP, Record
     from tweetpulse.processors.watchdog import Limits, Watchdog
     from tweetpulse.settings import ProcessorSettings
 
     mib = 1024 * 1024
     conf = ProcessorSettings(buffer_max_bytes=4 * mib, batch_size=8)
-    broker, stream = _SlowBroker(), _AckingStream()
+    checkpoint = _HeldCheckpoint()
     outputs = Outputs(Topics("sentiment", "dlq", "labeled", "count-events"), 1024, None)
     model = SimpleNamespace(classifier=SimpleNamespace(version="v1"))  # dead letters never reach it
     batcher = Batcher(
-        conf, model, ThreadPoolExecutor(1), outputs, broker, Watchdog(Limits(60, 60, 60, 60)), lambda: False
+        conf, model, ThreadPoolExecutor(1), outputs, checkpoint, Watchdog(Limits(60, 60, 60, 60))
     )
-    async with batcher.running(stream):
+
+    def fetch(offset: int) -> list[Record]:  # a 1 MiB value (oversized: a dead letter), one a fetch
+        return [Record(TP("raw", 0), offset, None, b"x" * mib, T0, epoch=1)]
+
+    async with batcher.running():
         try:
-            for offset in range(4):  # 1 MiB values (oversized: dead letters), one micro-batch each
-                await asyncio.wait_for(batcher.submit([_HeldEvent(_HeldMessage(offset, b"x" * mib))]), 10)
-            fifth = asyncio.ensure_future(batcher.submit([_HeldEvent(_HeldMessage(4, b"x" * mib))]))
+            for offset in range(4):
+                await asyncio.wait_for(batcher.submit(fetch(offset)), 10)
+            fifth = asyncio.ensure_future(batcher.submit(fetch(4)))
             await asyncio.sleep(0.2)
-            assert not fifth.done()  # 5 MiB held > 4 MiB: it waits for acks, not for the model
-            assert stream.acked == []
+            assert not fifth.done()  # 5 MiB held > 4 MiB: it waits for produce, not for the model
+            assert batcher._waiting_records == 0  # the model stage took every fetch
+            assert checkpoint.produced == []
         finally:
-            broker.open.set()
+            checkpoint.open.set()
         await asyncio.wait_for(fifth, 10)
-    assert stream.acked == list(range(5))
+    assert checkpoint.produced == list(range(5))  # in input order, each once
+    assert [DeadLetter.from_bytes(o.value).reason for o in checkpoint.outputs] == ["oversized-message"] * 5
+    assert {o.topic for o in checkpoint.outputs} == {"dlq"}
+    assert batcher.processed_offsets == {TP("raw", 0): 5}
+    assert batcher.count_events() == []  # no tweet classified: nothing to count

@@ -2,9 +2,11 @@
 
 Its web server shows only its own views: Faust's built-in ``/router/`` and ``/table/`` (the cluster's
 routing, the tables' contents) are off, and ``/tweetpulse/counts/`` returns at most
-``COUNTS_MAX_ROWS`` rows. Faust's buffers are sized in bytes (faust_consumer.buffers), with fetches
-smaller than the largest record, which still reaches the worker and its dead letter. Unit tests, and
-real workers on the real broker.
+``COUNTS_MAX_ROWS`` rows, of window totals read back from a changelog anyone can write to only when
+they are valid totals of their key. Each of its consumers prefetches a bounded number of bytes
+(``source.consumer_overrides``: a quarter of ``buffer_max_bytes``), with fetches smaller than a few of
+the largest records, which still reach the worker and their dead letters. Unit tests, and real workers
+on the real broker.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
 
+import pytest
 import test_processors_pipeline as processor_tests
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 from test_processors_pipeline import (  # the workers' test helpers, shared rather than copied
     Worker,
     labeled_tweets,
@@ -28,10 +32,11 @@ from test_processors_pipeline import (  # the workers' test helpers, shared rath
     wait_for_assignment,
 )
 
-from tweetpulse.contracts import DeadLetter
-from tweetpulse.kafka import producer_config
+from tweetpulse.contracts import DeadLetter, LabelCounts
+from tweetpulse.kafka import TopicSpec, consumer_config, create_topics, producer_config
+from tweetpulse.processors.aggregates import label_counts, read_changelog
 from tweetpulse.processors.app import Worker as WorkerProcess
-from tweetpulse.processors.faust_consumer import buffers
+from tweetpulse.processors.source import consumer_overrides
 from tweetpulse.processors.views import COUNTS_MAX_ROWS, count_rows
 from tweetpulse.settings import Settings, load_settings
 
@@ -40,21 +45,24 @@ start_worker = processor_tests.start_worker
 
 WINDOW_S = 60
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z: windows within the range the contracts admit
+MIB = 1024 * 1024
 
 
-def table(windows: int, tags: int) -> list[tuple[Any, Any]]:
-    """A windowed table's items: `windows` windows of `tags` tags, tag i counted i+1 times per label."""
+def totals(windows: int, tags: int) -> list[LabelCounts]:
+    """The totals the count agent holds: `windows` windows of `tags` tags, tag i counted i+1 times per
+    label."""
     return [
-        (
-            ("", (T0 + w * WINDOW_S, T0 + w * WINDOW_S + WINDOW_S - 0.1)),
-            {"tags": {f"tag{i}": {"negative": i + 1, "positive": i + 1} for i in range(tags)}},
+        label_counts(
+            T0 + w * WINDOW_S,
+            WINDOW_S,
+            {"tweets": {}, "tags": {f"tag{i}": {"negative": i + 1, "positive": i + 1} for i in range(tags)}},
         )
         for w in range(windows)
     ]
 
 
 def test_counts_rows_are_bounded_newest_windows_and_busiest_tags_first() -> None:
-    rows, truncated = count_rows(table(windows=10, tags=1_000), max_rows=2_500)  # 20,000 rows held
+    rows, truncated = count_rows(totals(windows=10, tags=1_000), max_rows=2_500)  # 20,000 rows held
     assert truncated and len(rows) == 2_500
     starts = [row["window_start"] for row in rows]
     assert starts == sorted(starts, reverse=True)
@@ -63,7 +71,7 @@ def test_counts_rows_are_bounded_newest_windows_and_busiest_tags_first() -> None
 
 
 def test_counts_rows_all_fit_below_the_bound() -> None:
-    rows, truncated = count_rows(table(windows=2, tags=3), max_rows=12)
+    rows, truncated = count_rows(totals(windows=2, tags=3), max_rows=12)
     assert not truncated and len(rows) == 12
     assert rows[0] == {
         "tag": "tag2",
@@ -74,36 +82,121 @@ def test_counts_rows_all_fit_below_the_bound() -> None:
     }
 
 
-def test_counts_rows_leave_out_what_is_not_a_windows_counts() -> None:
-    good = {"tags": {"ok": {"positive": 1}}}
-    held = [
-        (("", (T0, T0 + 59.9)), good),
-        (("", (0, 59.9)), good),  # 1970: outside the contracts' range
-        ("not a window key", good),
-        (("", (str(T0), "59.9")), good),
-        (("", (T0, 10**20)), good),
-        (("", (T0 + 60, T0 + 119.9)), ["not", "counts"]),
-        (("", (T0 + 120, T0 + 179.9)), {"tags": "none"}),
-        (("", (T0 + 180, T0 + 239.9)), {"tags": {"x" * 66: {"positive": 1}, 7: {"positive": 1}}}),
-        (("", (T0 + 240, T0 + 299.9)), {"tags": {"odd": {"neutral": 1, "positive": "1", "negative": True}}}),
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=True,
+    reason="views.count_rows: a tag without counts (valid in a total read back from the changelog) "
+    "takes a place among the busiest tags and leaves a row out without saying truncated (reported)",
+)
+def test_counts_rows_say_truncated_whenever_they_leave_a_row_out() -> None:
+    held = label_counts(T0, WINDOW_S, {"tweets": {}, "tags": {"y": {}, "z": {}, "a": {"positive": 0}}})
+    rows, truncated = count_rows([held], max_rows=1)
+    assert truncated or [(row["tag"], row["count"]) for row in rows] == [("a", 0)]
+
+
+def _total(start: float, end: float, tags: object, **fields: object) -> bytes:
+    return json.dumps(
+        {"window_start": start, "window_end": end, "tweets": {}, "tags": tags, **fields}
+    ).encode()
+
+
+def test_the_counts_view_shows_only_valid_totals_of_their_key_read_back_from_the_changelog(
+    settings: Settings,
+) -> None:
+    good = label_counts(T0, WINDOW_S, {"tweets": {"positive": 1}, "tags": {"ok": {"positive": 1}}})
+    other = label_counts(T0 + 60, WINDOW_S, {"tweets": {}, "tags": {"other": {"negative": 2}}})
+    at = lambda start: (T0 + start, T0 + start + WINDOW_S)  # noqa: E731
+    written: list[tuple[bytes | None, bytes | None]] = [
+        (good.key, good.to_bytes()),
+        (b"1970-01-01T00:00:00+00:00", _total(0, WINDOW_S, {"ok": {"positive": 1}})),  # outside the range
+        (b"not a window key", good.to_bytes()),
+        (other.key, good.to_bytes()),  # another window's key
+        (label_counts(T0 + 30, 30, {}).key, _total(T0 + 30, T0 + 90, {"ok": {"positive": 1}})),  # misaligned
+        (good.key, _total(T0, T0 + 120, {"ok": {"positive": 1}})),  # not one window long
+        (good.key, _total(T0, 10**20, {"ok": {"positive": 1}})),
+        (good.key, _total(*at(0), ["not", "counts"])),
+        (good.key, _total(*at(0), "none")),
+        (good.key, _total(*at(0), {"x" * 66: {"positive": 1}})),  # a tag past 65 characters
+        (good.key, _total(*at(0), {"odd": {"neutral": 1}})),
+        (good.key, _total(*at(0), {"ok": {"positive": -1}})),
+        (good.key, _total(*at(0), {"ok": {"positive": 10**12 + 1}})),
+        (good.key, b"\xff\xfe not utf-8"),
+        (good.key, None),  # a tombstone
+        (None, good.to_bytes()),
     ]
-    rows, truncated = count_rows(held, max_rows=100)
-    assert [(row["tag"], row["label"], row["count"]) for row in rows] == [("ok", "positive", 1)]
+    topic = f"tp-test-changelog-{uuid.uuid4().hex[:8]}"
+    create_topics(settings, [TopicSpec(topic, 2, settings.topics.replication_factor, {})])
+    try:
+        producer = Producer(producer_config(settings))
+        for key, value in written:
+            producer.produce(topic, value, key, partition=0)
+        producer.produce(topic, other.to_bytes(), other.key, partition=1)
+        assert producer.flush(30) == 0
+        restored = read_changelog(settings, topic, [0, 1], WINDOW_S, timeout_s=60)
+    finally:
+        AdminClient(settings.kafka.confluent_config()).delete_topics([topic])
+    assert {p: {start: t.to_bytes() for start, t in w.items()} for p, w in restored.items()} == {
+        0: {float(T0): good.to_bytes()},
+        1: {float(T0 + 60): other.to_bytes()},
+    }
+    rows, truncated = count_rows([t for w in restored.values() for t in w.values()], max_rows=100)
+    assert [(row["tag"], row["label"], row["count"]) for row in rows] == [
+        ("other", "negative", 2),  # the newest window first
+        ("ok", "positive", 1),
+    ]
     assert not truncated
 
 
-def test_the_worker_app_serves_no_builtin_view_and_buffers_in_bytes() -> None:
+def test_the_worker_app_serves_no_builtin_view() -> None:
     settings = load_settings()
     worker = WorkerProcess(settings, SimpleNamespace(version="v1", provider="cpu"))  # never started
     try:
-        conf, expected = worker.app.conf, buffers(settings.processor, settings.topics.partitions)
+        conf = worker.app.conf
         assert not (conf.web_router_enabled or conf.web_tables_enabled)
         assert not (conf.web_stats_enabled or conf.web_graph_enabled)
         assert [prefix for prefix, _ in worker.app.web.blueprints._enabled] == [""]  # the plain index
-        assert conf.stream_buffer_maxsize == expected.stream_buffer_maxsize < 4_096
-        assert conf.consumer_max_fetch_size == expected.consumer_max_fetch_size
+        assert worker.source.fetch_max == settings.processor.fetch_max_records
     finally:
         worker.close()
+        for source in (worker.source, worker.count_source):  # built, never started
+            source.consumer.close()
+
+
+@pytest.mark.parametrize(
+    "buffer_max_bytes",
+    [
+        4 * MIB,  # the least the settings admit
+        128 * MIB,  # the default
+        8 * 1024**3 - 4096,
+        pytest.param(
+            16 * 1024**3,  # the most the settings admit
+            marks=pytest.mark.xfail(
+                raises=KafkaException,
+                strict=True,
+                reason="source.consumer_overrides: queued.max.messages.kbytes past librdkafka's 2097151 "
+                "from buffer_max_bytes >= 8 GiB (reported, not fixed here)",
+            ),
+        ),
+    ],
+)
+def test_each_worker_consumer_prefetches_at_most_a_quarter_of_buffer_max_bytes(buffer_max_bytes: int) -> None:
+    extra = {  # kafka.extra never loosens what the worker's bounds and guarantees rest on
+        "queued.max.messages.kbytes": 10**6,
+        "fetch.max.bytes": 10**9,
+        "enable.auto.commit": True,
+        "isolation.level": "read_uncommitted",
+    }
+    settings = load_settings(processor={"buffer_max_bytes": buffer_max_bytes}, kafka={"extra": extra})
+    overrides = consumer_overrides(settings, "tp-test-group")
+    quarter = buffer_max_bytes // 4
+    prefetched = overrides["queued.max.messages.kbytes"] * 1024  # librdkafka's prefetch queue, in bytes
+    assert 1 * MIB <= prefetched <= quarter  # never below one fetch of the largest record Kafka admits
+    assert 1 * MIB <= overrides["fetch.max.bytes"] <= min(quarter, prefetched)  # a fetch fits the queue
+    config = consumer_config(settings, **overrides)
+    assert {name: config[name] for name in extra} == {name: overrides[name] for name in extra}
+    assert config["enable.auto.commit"] is False and config["isolation.level"] == "read_committed"
+    assert config["group.id"] == "tp-test-group"
+    Consumer(config).close()  # librdkafka takes them
 
 
 def http_status(worker: Worker, path: str) -> int:
@@ -142,14 +235,17 @@ def test_a_real_worker_hides_fausts_router_and_table_views_and_bounds_its_counts
     assert worker.stop() == 0
 
 
-def test_records_of_about_1_mib_larger_than_a_fetch_still_reach_their_dead_letters(
+def test_records_of_about_1_mib_more_than_the_consumer_prefetches_still_reach_their_dead_letters(
     settings: Settings, start_worker: Callable[..., Worker], consume_all: Callable
 ) -> None:
-    fetch = buffers(settings.processor, settings.topics.partitions).consumer_max_fetch_size
+    bounded = {"buffer_max_bytes": 4 * MIB}  # the least the settings admit: 1 MiB fetches and prefetch
+    overrides = consumer_overrides(load_settings(processor=bounded), "tp-test-group")
     huge = json.dumps({"id": "h1", "text": "a" * 1_000_000, "source": "replay"}).encode()
-    assert len(huge) > 15 * fetch  # Kafka returns a fetch's first record whatever its size
+    assert 2 * len(huge) > overrides["fetch.max.bytes"]  # a fetch holds one of them at most
+    assert 3 * len(huge) > 1024 * overrides["queued.max.messages.kbytes"]  # a partition's 3: more than
+    assert 3 * settings.topics.partitions * len(huge) > bounded["buffer_max_bytes"]  # the worker holds
     tweets = iter(labeled_tweets(4 * settings.topics.partitions))
-    worker = start_worker()
+    worker = start_worker(TWEETPULSE_PROCESSOR__BUFFER_MAX_BYTES=str(bounded["buffer_max_bytes"]))
     wait_for_assignment([worker], settings.topics.partitions)
 
     producer = Producer(producer_config(settings, **{"message.max.bytes": 2_000_000}))

@@ -242,9 +242,9 @@ class ProcessorSettings(BaseModel):
         128 * 1024 * 1024,
         ge=4 * 1024 * 1024,
         le=16 * 1024**3,
-        description="raw bytes Faust's stream buffers may hold ahead of the agents, every event counted at "
-        "the largest record Kafka admits (sizes stream_buffer_maxsize: faust_consumer.buffers); and the "
-        "bytes of record values the classify agent holds until their ack before it takes more",
+        description="raw bytes held ahead of the model: each consumer prefetches at most a quarter of it "
+        "(queued.max.messages.kbytes, source.consumer_overrides), and the classify agent takes no more "
+        "fetches while the record values it holds until they are produced pass it",
     )
     # A worker that cannot make progress exits (named exit codes, see processors/exits.py).
     send_timeout_s: float = Field(60.0, gt=0)  # transient send errors retry this long, then exit
