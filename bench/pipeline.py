@@ -162,11 +162,13 @@ class PipelineRun:
         }
 
     def latency(self, texts: list[str], rate: float, prefix: str = "lat-") -> dict[str, Any]:
-        """Offer `texts` at `rate`/s; percentiles of classified_at - ingested_at, in ms."""
+        """Offer `texts` at `rate`/s; percentiles of classified_at - ingested_at, and of the time a
+        read_committed reader got the result - ingested_at (``visible_*``: includes the commit), in ms."""
         offered_s = produce_paced(self.settings, texts, rate, prefix)
         ids = {f"{prefix}{i}" for i in range(len(texts))}
         got = self.reader.read_until(ids, self.setup.timeout_s, self.check)
         ms = [(got.results[i].classified_at - got.results[i].ingested_at).total_seconds() * 1000 for i in ids]
+        seen = [(got.arrived[i] - got.results[i].ingested_at.timestamp()) * 1000 for i in ids]
         return {
             "offered_rate": round(rate, 1),
             "achieved_rate": round(len(texts) / offered_s, 1),
@@ -176,6 +178,8 @@ class PipelineRun:
             "p95_ms": round(percentile(ms, 95), 1),
             "p99_ms": round(percentile(ms, 99), 1),
             "max_ms": round(max(ms), 1),
+            "visible_p50_ms": round(percentile(seen, 50), 1),
+            "visible_p99_ms": round(percentile(seen, 99), 1),
         }
 
     # -- Kafka records written per classified tweet ---------------------------------------------

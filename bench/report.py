@@ -16,6 +16,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("latency_p95_ms", "latency p95 at half load (ms)", "{:.1f}"),
     ("latency_p99_ms", "latency p99 at half load (ms)", "{:.1f}"),
     ("latency_p99_at_80pct_ms", "latency p99 at 80% load (ms)", "{:.1f}"),
+    ("visible_p99_ms", "... seen by a read_committed reader, half load", "{:.1f}"),
+    ("visible_p99_at_80pct_ms", "... seen by a read_committed reader, 80% load", "{:.1f}"),
     ("writes_per_tweet", "Kafka records written per tweet", "{:.3f}"),
     ("writes_per_tweet_low_load", "... at low load (100 tweets/s)", "{:.3f}"),
     ("scale_2_over_1", "2 vs 1 single-threaded workers", "{:.3f}"),

@@ -25,6 +25,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "ratio_vs_naive": (">=", 10.0),
     "latency_p99_ms": ("<=", 150.0),
     "latency_p99_at_80pct_ms": ("<=", 100.0),
+    "visible_p99_at_80pct_ms": ("<=", 100.0),
     "scale_2_over_1": (">=", 1.8),
     "framework_tps": (">=", 12_000.0),
     "framework_over_peer": (">=", 0.9),
@@ -212,12 +213,14 @@ def one_worker(
         rate = figures.get("pipeline_tps", 100.0) / 2
         report["latency"] = run.latency(take(texts, max(2, int(rate * opts.latency_s))), rate)
         figures.update({f"latency_{q}_ms": report["latency"][f"{q}_ms"] for q in ("p50", "p95", "p99")})
+        figures["visible_p99_ms"] = report["latency"]["visible_p99_ms"]
         if "pipeline_tps" in figures:  # 80% of the measured maximum
             rate = figures["pipeline_tps"] * 0.8
             report["latency_80pct"] = run.latency(
                 take(texts, max(2, int(rate * opts.latency_s))), rate, prefix="lat80-"
             )
             figures["latency_p99_at_80pct_ms"] = report["latency_80pct"]["p99_ms"]
+            figures["visible_p99_at_80pct_ms"] = report["latency_80pct"]["visible_p99_ms"]
         else:
             report["latency_80pct"] = {"skipped": "needs pipeline_tps (the measured maximum rate)"}
 

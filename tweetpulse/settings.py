@@ -195,7 +195,7 @@ class ProcessorSettings(BaseModel):
     provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
     model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once",
+        "exactly_once",
         description="exactly_once: each input's outputs are committed once, in one Kafka transaction with "
         "its offsets (read_committed readers see them once); at_least_once: a worker that dies has its "
         "last commit interval's input classified again",
