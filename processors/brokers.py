@@ -1,19 +1,17 @@
-"""settings.kafka mapped to Faust's broker URLs and credentials, and to aiokafka client options.
+"""settings.kafka mapped to aiokafka client options (the worker's model watch, processors/models.py).
 
-There is one mapping: :func:`client_spec` reads the librdkafka config every other role connects with
-(``KafkaSettings.confluent_config()``, typed settings and ``kafka.extra`` merged, ``extra`` winning)
-into a :class:`ClientSpec`, and the Faust app, its aiokafka clients and the login check are all built
-from that spec. Each librdkafka key is either
+The worker's consumers and producer are confluent-kafka's and take ``KafkaSettings.confluent_config()``
+as is. :func:`client_spec` reads that same config into a :class:`ClientSpec` for the aiokafka client
+and the login check, so the two libraries connect alike. Each librdkafka key is either
 
 - honoured: in :data:`HONOURED` (bootstrap servers, protocol, client id, SASL PLAIN/SCRAM, the TLS
   trust, client certificate, host name check, certificate verification, ciphers and CRL);
 - refused with a one-line :class:`SettingsError`: any other key about where or how securely to
-  connect (``security.*``, ``sasl.*``, ``ssl.*``, ``https.*``...), or a value the processor cannot
-  honour (an OAUTHBEARER or GSSAPI login, a PKCS#12 keystore, a PEM key given inline), so it never
-  connects less securely, or elsewhere, than the librdkafka roles with the same settings;
-- or librdkafka client tuning (``message.timeout.ms``, ``socket.keepalive.enable``, ``debug``...):
-  the processor's own clients are tuned by ``processor.*``, so these are not applied, and the worker
-  names them in one warning when it starts.
+  connect (``security.*``, ``sasl.*``, ``ssl.*``, ``https.*``...), or a value aiokafka cannot honour
+  (an OAUTHBEARER or GSSAPI login, a PKCS#12 keystore, a PEM key given inline), so it never connects
+  less securely, or elsewhere, than the librdkafka clients with the same settings;
+- or librdkafka client tuning (``message.timeout.ms``, ``debug``...): ``not_applied`` to the aiokafka
+  client (the confluent clients take it).
 """
 
 from __future__ import annotations
@@ -124,7 +122,7 @@ class ClientSpec:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     tls: TlsSpec | None = None
-    not_applied: tuple[str, ...] = ()  # librdkafka tuning keys the processor's clients do not take
+    not_applied: tuple[str, ...] = ()  # librdkafka tuning keys the aiokafka client does not take
 
     def hosts(self) -> list[tuple[str, int]]:
         out = []
@@ -211,45 +209,8 @@ def _tls_spec(conf: dict[str, Any]) -> TlsSpec:
     )
 
 
-def broker_urls(kafka: KafkaSettings) -> list[str]:
-    return [f"kafka://{server}" for server in client_spec(kafka).bootstrap_servers]
-
-
-def _ssl_context(spec: ClientSpec) -> ssl.SSLContext | None:
-    return spec.tls.context() if spec.tls is not None else None
-
-
-def faust_credentials(kafka: KafkaSettings, check_login: bool = True) -> Any:
-    """Faust ``broker_credentials`` for SSL / SASL, or None for PLAINTEXT.
-
-    Called once as the worker starts, so this is also where it names the librdkafka tuning keys it
-    does not apply, and (``check_login``) proves the credentials before Faust starts: a refused
-    login or an untrusted certificate ends the start with one SettingsError line, where Faust would
-    log a traceback. An unreachable broker is left to Faust (it may come up)."""
-    import faust
-
-    spec = client_spec(kafka)
-    if spec.not_applied:
-        log.warning(
-            "kafka.extra settings not applied by the Faust processor (librdkafka tuning; "
-            "processor.* tunes its clients)",
-            extra={"keys": list(spec.not_applied)},
-        )
-    if check_login and spec.security_protocol != "PLAINTEXT":
-        verify_login(spec)
-    context = _ssl_context(spec)
-    if spec.sasl_mechanism:
-        return faust.SASLCredentials(
-            username=spec.sasl_username,
-            password=spec.sasl_password,
-            mechanism=spec.sasl_mechanism,
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context) if context is not None else None
-
-
 def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Keyword arguments for a plain aiokafka client with the same connection as the Faust app."""
+    """Keyword arguments for an aiokafka client (the model watch) with the confluent clients' connection."""
     return _aiokafka_options(client_spec(kafka))
 
 
@@ -263,7 +224,7 @@ def _aiokafka_options(spec: ClientSpec) -> dict[str, Any]:
         options["sasl_mechanism"] = spec.sasl_mechanism
         options["sasl_plain_username"] = spec.sasl_username
         options["sasl_plain_password"] = spec.sasl_password
-    context = _ssl_context(spec)
+    context = spec.tls.context() if spec.tls is not None else None
     if context is not None:
         options["ssl_context"] = context
     return options

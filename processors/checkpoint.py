@@ -106,6 +106,7 @@ class Checkpoint:
         self._produced = 0  # records produced since the last commit
         self._failures: list[KafkaError] = []  # delivery failures since the last commit
         self._failing_since: float | None = None
+        self._broken: KafkaError | None = None  # the producer's fatal error (fenced), until replaced
         self.producer: Producer | None = None  # from start()
 
     def start(self) -> None:
@@ -130,12 +131,17 @@ class Checkpoint:
             return sum(len(output.value) for output in outputs)
 
     def _produce_all(self, outputs: list[Output]) -> None:
-        for output in outputs:
-            self._produce(output)
-        self.producer.poll(0)  # serves delivery failures and errors
+        try:
+            for output in outputs:
+                self._produce(output)
+            self.producer.poll(0)  # serves delivery failures and errors
+        except KafkaException as exc:  # KafkaFatalError from error_cb included
+            if not exc.args[0].fatal():
+                raise
+            self._broken = self._broken or exc.args[0]  # fenced: the next commit replaces the producer
 
     def _produce(self, output: Output) -> None:
-        while True:
+        while self._broken is None:  # a broken producer's output is rewound at the next commit
             try:
                 extra = {} if output.partition is None else {"partition": output.partition}
                 stamp = {} if output.timestamp is None else {"timestamp": int(output.timestamp * 1000)}
@@ -208,6 +214,11 @@ class Checkpoint:
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         """Runs on the commit thread."""
+        broken, self._broken = self._broken, None
+        if broken is not None:
+            self._refused(broken)
+            self._replace_producer()
+            raise CommitFailedError(f"the producer failed: {broken.name()}: {broken.str()}")
         try:
             if self.transactional:
                 self._commit_transaction(offsets)
@@ -334,6 +345,7 @@ class Checkpoint:
         with contextlib.suppress(KafkaException):
             self.producer.flush(0)
         self.producer = self._new_producer()
+        self._broken = None
 
     def _record_limit(self) -> int:
         """The smallest max.message.bytes of the output topics, less a batch's framing."""
