@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
 from faust.app.base import BootStrategy
 from mode import Service
 
@@ -35,7 +36,7 @@ from tweetpulse.processors.batching import Batcher, run_to_completion
 from tweetpulse.processors.brokers import client_spec, verify_login
 from tweetpulse.processors.checkpoint import Checkpoint
 from tweetpulse.processors.classifier import Classifier
-from tweetpulse.processors.exits import crashed
+from tweetpulse.processors.exits import EXIT_BROKER_UNAVAILABLE, crashed, fatal
 from tweetpulse.processors.models import ServedModel, load_production
 from tweetpulse.processors.outputs import Outputs, Topics
 from tweetpulse.processors.source import TP, Record, Source
@@ -204,8 +205,15 @@ class DataPlane(Service):
 
     async def on_start(self) -> None:
         worker, loop = self.worker, asyncio.get_running_loop()
-        await loop.run_in_executor(None, create_internal_topics, worker)
-        await loop.run_in_executor(None, worker.checkpoint.start)
+        try:
+            await loop.run_in_executor(None, create_internal_topics, worker)
+            await loop.run_in_executor(None, worker.checkpoint.start)
+        except KafkaException as exc:
+            servers = worker.settings.kafka.bootstrap_servers
+            fatal(
+                EXIT_BROKER_UNAVAILABLE,
+                f"cannot start on the Kafka cluster at {servers}: {exc.args[0].str()}",
+            )
 
     async def on_stop(self) -> None:
         worker, loop = self.worker, asyncio.get_running_loop()

@@ -155,7 +155,10 @@ class Source:
         """Leave the group (the revoke callback commits what was produced) and end the thread.
         Blocking: call it off the loop, while the loop runs."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        elif self.loop is None:  # never started (the worker failed before it consumed)
+            self.consumer.close()
 
     # -- the consumer thread ------------------------------------------------------------------------
 
