@@ -202,16 +202,17 @@ def stream(
 # -- the figures ------------------------------------------------------------------------------------
 
 
-def longest_gap(times: list[float], lo: float, hi: float) -> float | None:
-    """The longest gap between consecutive `times` (sorted) that overlaps [lo, hi]; a window edge
-    stands in for a missing arrival before or after it. None without arrivals in or after it."""
+def longest_gap(times: list[float], lo: float, hi: float) -> tuple[float, float] | None:
+    """(length, start) of the longest gap between consecutive `times` (sorted) that overlaps [lo, hi];
+    a window edge stands in for a missing arrival before or after it. None without arrivals in or
+    after it."""
     inside = [t for t in times if lo <= t <= hi]
     before = max((t for t in times if t < lo), default=lo)
     after = min((t for t in times if t > hi), default=None)
     if not inside and after is None:
         return None
     points = [before, *inside, *([after] if after is not None else [hi])]
-    return max(b - a for a, b in pairwise(points))
+    return max((b - a, a) for a, b in pairwise(points))
 
 
 def owners_at(samples: list[Sample], workers: set[int], until: float) -> dict[int, int]:
@@ -261,14 +262,19 @@ def analyse(timeline: Timeline, seen: dict[str, list[tuple[float, float]]], samp
             "kind": kind,
             "owner_before": before.get(p),
             "owner_after": end.get(p),
-            "max_gap_s": longest_gap(times, lo, hi),
-            "max_gap_classified_s": longest_gap(done, lo, hi),
-            "baseline_max_gap_s": longest_gap(times, base_lo, base_hi),
+            "max_gap_s": _length(gap := longest_gap(times, lo, hi)),
+            "max_gap_starts_s": None if gap is None else round(gap[1] - join, 3),  # after the join
+            "max_gap_classified_s": _length(longest_gap(done, lo, hi)),
+            "baseline_max_gap_s": _length(longest_gap(times, base_lo, base_hi)),
         }
 
     def worst(kind: str, key: str) -> float | None:
         gaps = [d[key] for d in partitions.values() if d["kind"] == kind and d[key] is not None]
         return round(max(gaps), 3) if gaps else None
+
+    def worst_starts(kind: str) -> float | None:
+        gaps = [d for d in partitions.values() if d["kind"] == kind and d["max_gap_s"] is not None]
+        return max(gaps, key=lambda d: d["max_gap_s"])["max_gap_starts_s"] if gaps else None
 
     joiner_owns = next(
         (s.at for s in samples if s.worker == 2 and s.at >= join and s.assigned and not s.rebalancing), None
@@ -284,6 +290,8 @@ def analyse(timeline: Timeline, seen: dict[str, list[tuple[float, float]]], samp
         "moved_partitions": [p for p, d in partitions.items() if d["kind"] == "moved"],
         "kept_max_gap_s": worst("kept", "max_gap_s"),
         "moved_max_gap_s": worst("moved", "max_gap_s"),
+        "kept_gap_starts_s": worst_starts("kept"),
+        "moved_gap_starts_s": worst_starts("moved"),
         "kept_max_gap_classified_s": worst("kept", "max_gap_classified_s"),
         "moved_max_gap_classified_s": worst("moved", "max_gap_classified_s"),
         "baseline_median_gap_s": _round(
@@ -300,6 +308,10 @@ def analyse(timeline: Timeline, seen: dict[str, list[tuple[float, float]]], samp
         "owners_after": final,
         "partitions": partitions,
     }
+
+
+def _length(gap: tuple[float, float] | None) -> float | None:
+    return None if gap is None else round(gap[0], 3)
 
 
 def _round(value: float | None) -> float | None:
@@ -421,6 +433,8 @@ ROWS = [
     ("moved partitions", "moved_partitions"),
     ("longest gap, kept partitions (s)", "kept_max_gap_s"),
     ("longest gap, moved partitions (s)", "moved_max_gap_s"),
+    ("  kept gap starts (s after the join)", "kept_gap_starts_s"),
+    ("  moved gap starts (s after the join)", "moved_gap_starts_s"),
     ("  same by classified_at, kept (s)", "kept_max_gap_classified_s"),
     ("  same by classified_at, moved (s)", "moved_max_gap_classified_s"),
     ("baseline: median gap between deliveries (s)", "baseline_median_gap_s"),

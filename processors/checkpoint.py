@@ -38,7 +38,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
-from tweetpulse.kafka import KafkaFatalError, admin_client, producer_config
+from tweetpulse.kafka import admin_client, producer_config
 from tweetpulse.processors import metrics
 from tweetpulse.processors.exits import EXIT_BROKER_UNAVAILABLE, EXIT_MISCONFIGURED, fatal
 from tweetpulse.processors.source import TP, Record, Source
@@ -135,10 +135,8 @@ class Checkpoint:
             for output in outputs:
                 self._produce(output)
             self.producer.poll(0)  # serves delivery failures and errors
-        except KafkaException as exc:  # KafkaFatalError from error_cb included
-            if not exc.args[0].fatal():
-                raise
-            self._broken = self._broken or exc.args[0]  # fenced: the next commit replaces the producer
+        except KafkaException as exc:  # fenced, not in a transaction, KafkaFatalError from error_cb...
+            self._broken = self._broken or exc.args[0]  # the next commit fails and replaces the producer
 
     def _produce(self, output: Output) -> None:
         while self._broken is None:  # a broken producer's output is rewound at the next commit
@@ -194,7 +192,7 @@ class Checkpoint:
         """Give up everything since the last commit (the partitions were lost) and rewind the rest."""
         async with self.lock:
             if self.transactional and self._produced:
-                await asyncio.get_running_loop().run_in_executor(self._io, self._abort)
+                await asyncio.get_running_loop().run_in_executor(self._io, self._recover)
             self._positions, self._produced = {}, 0
             self.pending()  # counts of what was just given up: the partitions' next reader counts them
             self._rewind_all()
@@ -213,44 +211,60 @@ class Checkpoint:
         self._io.shutdown(wait=False)
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
-        """Runs on the commit thread."""
-        broken, self._broken = self._broken, None
-        if broken is not None:
-            self._refused(broken)
-            self._replace_producer()
-            raise CommitFailedError(f"the producer failed: {broken.name()}: {broken.str()}")
+        """Runs on the commit thread; CommitFailedError once the producer is ready for the next try."""
         try:
+            if self._broken is not None:
+                err = self._broken
+                raise CommitFailedError(f"the producer failed: {err.name()}: {err.str()}")
             if self.transactional:
                 self._commit_transaction(offsets)
             else:
                 self._flush_and_commit(offsets)
-        except KafkaFatalError as exc:
-            self._refused(exc.args[0])
-            raise CommitFailedError(exc.args[0].str()) from exc
-
-    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
-        deadline = time.monotonic() + KAFKA_TIMEOUT_S
-        try:
-            for topic, group_offsets in _by_topic(offsets).items():
-                metadata = self.sources[topic].group_metadata()
-                self.producer.send_offsets_to_transaction(group_offsets, metadata, KAFKA_TIMEOUT_S)
-            while True:
-                try:
-                    self.producer.commit_transaction(KAFKA_TIMEOUT_S)
-                    break
-                except KafkaException as exc:
-                    if not exc.args[0].retriable() or time.monotonic() > deadline:
-                        raise
-            self._check_deliveries()
-        except KafkaException as exc:
+        except CommitFailedError:
+            self._recover()
+            raise
+        except KafkaException as exc:  # KafkaFatalError from error_cb included
             err = exc.args[0]
             self._refused(err)
             if err.fatal():
-                self._replace_producer()
-            else:
-                self._abort()
+                self._broken = self._broken or err
+            self._recover()
             raise CommitFailedError(f"{err.name()}: {err.str()}") from exc
+
+    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        deadline = time.monotonic() + KAFKA_TIMEOUT_S
+        for topic, group_offsets in _by_topic(offsets).items():
+            metadata = self.sources[topic].group_metadata()
+            self.producer.send_offsets_to_transaction(group_offsets, metadata, KAFKA_TIMEOUT_S)
+        while True:
+            try:
+                self.producer.commit_transaction(KAFKA_TIMEOUT_S)
+                break
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+        self._check_deliveries()
         self.producer.begin_transaction()
+
+    def _recover(self) -> None:
+        """After a failed commit or a lost assignment: the transaction aborted and a new one begun, or
+        (the producer broken, or the abort failed) a new producer. While that fails (broker gone) the
+        producer stays broken and the next commit tries again."""
+        if self._broken is not None and self._broken.code() in MISCONFIGURED:
+            self._refused(self._broken)
+        if self.transactional and self._broken is None:
+            try:
+                self.producer.abort_transaction(KAFKA_TIMEOUT_S)
+                self.producer.begin_transaction()
+                return
+            except KafkaException as exc:
+                self._broken = exc.args[0]
+        if self._broken is None:
+            return
+        try:
+            self._replace_producer()
+        except KafkaException as exc:
+            log.warning("producer not replaced yet", extra={"error": exc.args[0].str()})
 
     def _flush_and_commit(self, offsets: list[TopicPartition]) -> None:
         left = self.producer.flush(self.send_timeout_s)
@@ -270,19 +284,12 @@ class Checkpoint:
             return
         for err in failures:
             self._refused(err)
-        if any(err.code() == KafkaError.MSG_SIZE_TOO_LARGE for err in failures):
-            self._replace_producer()  # the topics' limits changed: read them again
+        too_large = [err for err in failures if err.code() == KafkaError.MSG_SIZE_TOO_LARGE]
+        if too_large:
+            self._broken = too_large[0]  # the topics' limits changed: a new producer reads them again
         raise CommitFailedError(
             f"{len(failures)} records not delivered ({failures[0].name()}: {failures[0].str()})"
         )
-
-    def _abort(self) -> None:
-        try:
-            self.producer.abort_transaction(KAFKA_TIMEOUT_S)
-            self.producer.begin_transaction()
-        except KafkaException as exc:
-            log.warning("abort failed; replacing the producer", extra={"error": exc.args[0].str()})
-            self._replace_producer()
 
     def _rewind(self, why: str) -> None:
         metrics.SEND_RETRIES.inc()
