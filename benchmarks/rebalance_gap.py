@@ -5,7 +5,7 @@ every partition, a cooperative one only those that move).
 One run, on the real broker (bench/kafka_io.py, bench/pipeline.py, bench/workers.py):
 
 * fresh topics with 6 partitions (unique suffix, deleted afterwards), a model registry whose
-  production model is the near-free model of bench/nearfree.py (built here, ~a minute; ``--model
+  production model is the near-free model of bench/nearfree.py (built here in ~10 s; ``--model
   production`` serves the default registry's production model instead);
 * two real ``tweetpulse process`` workers in one consumer group (same app id, their own web ports,
   CPU provider, the short group timings of tests/test_processors_pipeline.py), started, given every
@@ -18,18 +18,22 @@ One run, on the real broker (bench/kafka_io.py, bench/pipeline.py, bench/workers
   know who owns which partition.
 
 Per input partition, the longest gap between consecutive result arrivals that overlaps the window
-[join - 2 s, join + 25 s] (join: when the third worker was started). A partition is *kept* when the
-same worker owned it before the join and at the end of the stream, else *moved*. Reported: the
-longest gap over kept partitions and over moved ones (also by ``classified_at``), the baseline
-before the join (median of the gaps between consecutive deliveries of a partition, and the median
-over partitions of the longest gap in [join - 12 s, join - 2 s]), the seconds from the third
-worker's start until it owns partitions and until the assignment settles, and results lost or
-duplicated (as a read_committed reader sees them).
+[join - 2 s, join + 25 s] (join: when the third worker was started; cut at the end of the stream),
+and when it starts. A partition is *kept* when the same worker owned it before the join and at the
+end of the stream, else *moved*. Reported: the longest gap over kept partitions and over moved ones
+(also by ``classified_at``), the baseline before the join (median of the gaps between consecutive
+deliveries of a partition, and the median over partitions of the longest gap in [join - 12 s,
+join - 2 s]), the seconds from the third worker's start until it owns partitions (its status view
+lists them and says it is not rebalancing: for the Faust worker that includes its recovery after
+the rebalance) and until every worker's assignment settles, and results lost or duplicated (as a
+read_committed reader sees them). The figures, the CPU model (lscpu) and the worker logs' warnings
+are printed; ``--json`` keeps the per-partition detail.
 
 ``--code before`` runs the workers of the previous version (the tree at /tmp/before, eager
 rebalance) through ``PYTHONPATH=/tmp/before_site`` (a sitecustomize that repoints the editable
-install); ``--code both`` runs the new code, then the old, and prints them side by side. Each runs
-under its own default processing guarantee unless ``--guarantee`` pins one.
+install; the workers start outside the checkout, see main()); ``--code both`` runs the new code,
+then the old, and prints them side by side. Each runs under its own default processing guarantee
+unless ``--guarantee`` pins one.
 
     python benchmarks/rebalance_gap.py --code both --rate 200 --seconds 42 --json gaps.json
 """

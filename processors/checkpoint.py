@@ -155,7 +155,7 @@ class Checkpoint:
 
     def _replacement(self, output: Output, err: KafkaError) -> Output:
         log.error(
-            "record too large for its topic; dead-lettering its source",
+            "record refused as too large for its topic; dead-lettering its source",
             extra={"topic": output.topic, "bytes": len(output.value)},
         )
         letter = self.dead_letter_for(output, "output-too-large", f"{err.name()}: {err.str()}"[:500])
