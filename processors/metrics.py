@@ -27,4 +27,7 @@ CONSUMER_LAG = Gauge(
 )
 MODEL = Info("tweetpulse_processor_model", "The model version being served")
 MODEL_SWAPS = Counter("tweetpulse_processor_model_swaps_total", "Model swap attempts", ["outcome"])
-SEND_RETRIES = Counter("tweetpulse_processor_send_retries_total", "Batches whose results were re-sent")
+SEND_RETRIES = Counter(
+    "tweetpulse_processor_send_retries_total",
+    "Commits that failed (what they held is read and produced again)",
+)

@@ -243,8 +243,12 @@ class Source:
             return
         committed = self.consumer.committed([TopicPartition(*tp) for tp in tps], timeout=30)
         for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            at = TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            try:
+                self.consumer.seek(at)
+            except KafkaException:  # not fetching yet (just assigned): assign it again at the offset
+                self.consumer.incremental_unassign([TopicPartition(tp.topic, tp.partition)])
+                self.consumer.incremental_assign([at])
         self.restore([TP(tp.topic, tp.partition) for tp in committed])
         log.info("partitions rewound to their committed offsets", extra={"partitions": _names(tps)})
 
