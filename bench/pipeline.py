@@ -7,6 +7,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +165,12 @@ class PipelineRun:
     def latency(self, texts: list[str], rate: float, prefix: str = "lat-") -> dict[str, Any]:
         """Offer `texts` at `rate`/s; percentiles of classified_at - ingested_at, and of the time a
         read_committed reader got the result - ingested_at (``visible_*``: includes the commit), in ms."""
-        offered_s = produce_paced(self.settings, texts, rate, prefix)
         ids = {f"{prefix}{i}" for i in range(len(texts))}
-        got = self.reader.read_until(ids, self.setup.timeout_s, self.check)
+        # Read while offering, so that a result's arrival time is when a reader could have had it.
+        with ThreadPoolExecutor(1, thread_name_prefix="paced") as pool:
+            offering = pool.submit(produce_paced, self.settings, texts, rate, prefix)
+            got = self.reader.read_until(ids, self.setup.timeout_s, self.check)
+            offered_s = offering.result()
         ms = [(got.results[i].classified_at - got.results[i].ingested_at).total_seconds() * 1000 for i in ids]
         seen = [(got.arrived[i] - got.results[i].ingested_at.timestamp()) * 1000 for i in ids]
         return {

@@ -33,7 +33,6 @@ from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_S = 0.1  # also how soon the thread notices a stop or a rewind when idle
 HANDOFF_CHECK_S = 0.5  # how often a blocked hand-off checks for a stop
 HIGHWATER_EVERY_S = 1.0  # how often the end offsets (consumer lag) are noted
 CALLBACK_TIMEOUT_S = 60.0
@@ -95,6 +94,9 @@ class Source:
         self.rebalance = rebalance
         self.restore = restore
         self.fetch_max = conf.fetch_max_records
+        # consume() returns once it has fetch_max records or this passed: a tweet waits at most this
+        # long for company (also how soon the thread notices a stop or a rewind when idle)
+        self.fetch_wait_s = conf.batch_wait_s
         self.consumer = Consumer(consumer_config(settings, **consumer_overrides(settings, group_id)))
         self.epochs: dict[TP, int] = {}  # the assigned partitions and their current epochs
         self.rebalancing = False
@@ -169,7 +171,7 @@ class Source:
                 self._seek_rewound()
                 with self._lock:
                     before = dict(self.epochs)
-                messages = self.consumer.consume(self.fetch_max, POLL_TIMEOUT_S)
+                messages = self.consumer.consume(self.fetch_max, self.fetch_wait_s)
                 self._metadata = self.consumer.consumer_group_metadata()
                 records = self._records(messages, before)
                 if records:

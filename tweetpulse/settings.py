@@ -183,7 +183,7 @@ class ProcessorSettings(BaseModel):
 
     app_id: str = Field("tweetpulse-processor", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     batch_size: int = Field(128, ge=1, le=10_000)  # most tweets one model call sees
-    batch_wait_s: float = Field(0.01, gt=0, le=60)  # longest wait to fill a micro-batch from Kafka
+    batch_wait_s: float = Field(0.01, gt=0, le=60)  # longest wait to fill a fetch (consume()) from Kafka
     inference_chunk: int = Field(64, ge=1, le=4_096)  # most texts in one ONNX Runtime run (see pad_budget)
     inference_workers: int = Field(2, ge=1, le=64)  # model calls running at once (threads)
     ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads per call; 0: cores / inference_workers
