@@ -44,9 +44,10 @@ from confluent_kafka.admin import AdminClient
 from tweetpulse.bench.kafka_io import ResultReader, _produce, bench_topics
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
 from tweetpulse.bench.workers import _PRCTL, WorkerProcess, _die_with_parent, stop_all, worker_env
-from tweetpulse.contracts import RawTweet, SentimentResult, utcnow
+from tweetpulse.contracts import RawTweet
 from tweetpulse.kafka import consumer_config, producer_config
 from tweetpulse.processors.dlq import BadMessageError, parse_raw
+from tweetpulse.processors.outputs import sentiment_results
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class PlainLoop:
             return
         started = time.perf_counter()
         predictions = self.classify([t.text for t in tweets])
-        for result in results(tweets, predictions, self.version, time.perf_counter() - started):
+        for result in sentiment_results(tweets, predictions, self.version, time.perf_counter() - started):
             _produce(self.producer, self.settings.topics.sentiment, result.key, result.to_bytes())
         self.counts.results += len(tweets)
 
@@ -173,29 +174,6 @@ def _usable(msg: Message) -> bool:
         raise KafkaException(err)
     log.warning("consumer error", extra={"error": err.str()})
     return False
-
-
-def results(
-    tweets: list[RawTweet], predictions: list[Any], version: str, seconds: float
-) -> list[SentimentResult]:
-    """The tweets' results, as the worker builds them (processors/outputs.py ``Outputs.results``)."""
-    per_tweet_ms = seconds * 1000 / len(tweets)
-    return [
-        SentimentResult(
-            id=tweet.id,
-            text=tweet.text,
-            label=prediction.label,
-            probabilities=prediction.probabilities,
-            model_version=version,
-            rule_tags=tweet.rule_tags,
-            source=tweet.source,
-            true_label=tweet.label,
-            ingested_at=tweet.ingested_at,
-            classified_at=utcnow(),
-            inference_ms=per_tweet_ms,
-        )
-        for tweet, prediction in zip(tweets, predictions, strict=True)
-    ]
 
 
 def load_model(settings: Settings) -> Any:

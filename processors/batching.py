@@ -55,6 +55,15 @@ class Batch:
     good: list[tuple[Record, RawTweet]]
     letters: list[tuple[Record, DeadLetter]]
 
+    def slice(self, start: int, stop: int) -> Batch:
+        """The part of the batch whose records are records[start:stop]."""
+        if start == 0 and stop >= len(self.records):
+            return self
+        records = self.records[start:stop]
+        kept = {id(record) for record in records}
+        good = [g for g in self.good if id(g[0]) in kept]
+        return Batch(records, good, [letter for letter in self.letters if id(letter[0]) in kept])
+
 
 def parse_batch(records: list[Record], conf: ProcessorSettings, outputs: Outputs) -> Batch:
     good: list[tuple[Record, RawTweet]] = []
@@ -160,7 +169,9 @@ class Batcher:
     async def _parse_and_queue(self, records: list[Record]) -> None:
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(self._parser, parse_batch, records, self.conf, self.outputs)
-        self._waiting.append(batch)
+        size = self.conf.batch_size  # a fetch larger than a model batch is queued in model batches
+        for start in range(0, len(batch.records), size):
+            self._waiting.append(batch.slice(start, start + size))
         self._waiting_records += len(records)
         self._held_bytes += held_bytes(records)
         self._waiting_changed.set()

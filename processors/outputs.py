@@ -39,23 +39,7 @@ class Outputs:
     def results(
         self, good: list[tuple[Any, RawTweet]], predictions: list[Prediction], version: str, seconds: float
     ) -> list[SentimentResult]:
-        per_tweet_ms = seconds * 1000 / len(good)
-        return [
-            SentimentResult(
-                id=tweet.id,
-                text=tweet.text,
-                label=prediction.label,
-                probabilities=prediction.probabilities,
-                model_version=version,
-                rule_tags=tweet.rule_tags,
-                source=tweet.source,
-                true_label=tweet.label,
-                ingested_at=tweet.ingested_at,
-                classified_at=utcnow(),
-                inference_ms=per_tweet_ms,
-            )
-            for (_, tweet), prediction in zip(good, predictions, strict=True)
-        ]
+        return sentiment_results([tweet for _, tweet in good], predictions, version, seconds)
 
     def result(self, msg: Any, result: SentimentResult) -> Output:
         return Output(self.topics.sentiment, result.key, result.to_bytes(), msg)
@@ -119,3 +103,26 @@ class Outputs:
                     "offset": letter.source_offset,
                 },
             )
+
+
+def sentiment_results(
+    tweets: list[RawTweet], predictions: list[Prediction], version: str, seconds: float
+) -> list[SentimentResult]:
+    """The tweets' results; `seconds` is the model time of the batch they were classified in."""
+    per_tweet_ms = seconds * 1000 / len(tweets)
+    return [
+        SentimentResult(
+            id=tweet.id,
+            text=tweet.text,
+            label=prediction.label,
+            probabilities=prediction.probabilities,
+            model_version=version,
+            rule_tags=tweet.rule_tags,
+            source=tweet.source,
+            true_label=tweet.label,
+            ingested_at=tweet.ingested_at,
+            classified_at=utcnow(),
+            inference_ms=per_tweet_ms,
+        )
+        for tweet, prediction in zip(tweets, predictions, strict=True)
+    ]
