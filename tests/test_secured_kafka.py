@@ -373,9 +373,7 @@ def read_results(settings: Settings, expected: int, timeout: float = 120) -> lis
     return results
 
 
-def test_produce_and_a_worker_classify_every_tweet_over_sasl_ssl(
-    pipeline: Pipeline, worker: Worker
-) -> None:
+def test_produce_and_a_worker_classify_every_tweet_over_sasl_ssl(pipeline: Pipeline, worker: Worker) -> None:
     produced = run(["produce", "synthetic", "--count", str(TWEETS), "--seed", "7"], pipeline.env)
     pipeline.outputs["produce synthetic"] = produced.stdout + produced.stderr
     assert produced.returncode == 0, produced.stderr
