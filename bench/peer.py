@@ -96,6 +96,8 @@ class PlainLoop:
         }
         if self.exactly_once:
             extra["transactional.id"] = f"{group}-peer"
+            # librdkafka refuses a message timeout past the transaction's (kafka.extra may set one)
+            extra["transaction.timeout.ms"] = extra["delivery.timeout.ms"] = 60_000
         self.producer = Producer(producer_config(settings, **extra))
         if self.exactly_once:
             self.producer.init_transactions(TIMEOUT_S)

@@ -426,7 +426,7 @@ def test_a_model_announcement_reaches_the_worker_over_sasl_ssl(pipeline: Pipelin
 
 
 def test_bench_runs_its_pipeline_over_sasl_ssl(pipeline: Pipeline, tmp_path: Path) -> None:
-    skip = [a for part in ("raw", "writes", "hostile", "latency", "scaling", "naive", "framework")
+    skip = [a for part in ("raw", "writes", "hostile", "latency", "scaling", "naive", "framework", "peer")
             for a in ("--skip", part)]  # fmt: skip
     report = tmp_path / "bench.json"
     bench = run(
