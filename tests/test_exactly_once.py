@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import test_processors_pipeline as processor_tests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from test_faults import own_broker_settings, stream_of
+from test_faults import own_broker_settings, stream_of, stream_through_a_broker_restart
 from test_processors_pipeline import (  # the workers' test helpers, shared rather than copied
     BAD_INPUT,
     WORKER_ENV,
@@ -56,7 +55,6 @@ from tweetpulse.contracts import (
     SentimentResult,
     aggregate_tags,
 )
-from tweetpulse.producers.synthetic import SyntheticTweets
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import Settings
@@ -521,32 +519,7 @@ def test_exactly_once_broker_restart_mid_stream_loses_and_duplicates_nothing(
     worker = Worker(env, tmp_path / "worker.log")
     try:
         wait_for_assignment([worker], 3)
-        count, seed = 2000, 7
-        producer = subprocess.Popen(
-            [
-                *TWEETPULSE,
-                "produce",
-                "synthetic",
-                "--count",
-                str(count),
-                "--seed",
-                str(seed),
-                "--rate",
-                "100",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: _processed(worker) > 500, 120, "the first results", [worker])
-        state = tmp_path / "kafka"
-        assert localkafka.run("stop", port=EOS_BROKER_PORT, state_dir=state) == 0
-        time.sleep(5)  # producer and worker both see the broker gone, transactions open
-        assert localkafka.run("start", port=EOS_BROKER_PORT, state_dir=state) == 0
-        out, _ = producer.communicate(timeout=240)
-        assert producer.returncode == 0, out.decode(errors="replace")
-
-        tweets = list(SyntheticTweets(seed=seed, count=count))
+        tweets = stream_through_a_broker_restart(env, worker, EOS_BROKER_PORT, tmp_path / "kafka")
         expected = Expected.of(tweets)
         seen = read_committed_outputs(settings, expected, 300, [worker])
         # The producer is idempotent: a tweet on the raw topic twice would be its fault, not the worker's.

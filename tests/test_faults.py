@@ -146,6 +146,27 @@ def own_broker_settings(bootstrap: str) -> tuple[Settings, str]:
     return settings, suffix
 
 
+def stream_through_a_broker_restart(
+    env: dict[str, str], worker: Worker, port: int, state: Path
+) -> list[RawTweet]:
+    """2,000 synthetic tweets at 100/s from `tweetpulse produce`, with the broker on `port` (state in
+    `state`) stopped for 5 s once the worker classified 500; returns the tweets once all are produced."""
+    count, seed = 2000, 7
+    producer = subprocess.Popen(
+        [*TWEETPULSE, "produce", "synthetic", "--count", str(count), "--seed", str(seed), "--rate", "100"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: _processed(worker) > 500, 120, "the first results", [worker])
+    assert localkafka.run("stop", port=port, state_dir=state) == 0
+    time.sleep(5)  # producer and worker both see the broker gone (exactly_once: transactions open)
+    assert localkafka.run("start", port=port, state_dir=state) == 0
+    out, _ = producer.communicate(timeout=240)
+    assert producer.returncode == 0, out.decode(errors="replace")
+    return list(SyntheticTweets(seed=seed, count=count))
+
+
 def test_broker_restart_mid_stream_with_producer_and_worker_running_loses_no_tweet(
     own_broker: str,
     registry: ModelRegistry,
@@ -156,32 +177,8 @@ def test_broker_restart_mid_stream_with_producer_and_worker_running_loses_no_twe
     worker = Worker(env, tmp_path / "worker.log")
     try:
         wait_for_assignment([worker], 3)
-        count, seed = 2000, 7
-        producer = subprocess.Popen(
-            [
-                *TWEETPULSE,
-                "produce",
-                "synthetic",
-                "--count",
-                str(count),
-                "--seed",
-                str(seed),
-                "--rate",
-                "100",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: _processed(worker) > 500, 120, "the first results", [worker])
-        state = tmp_path / "kafka"
-        assert localkafka.run("stop", port=OWN_BROKER_PORT, state_dir=state) == 0
-        time.sleep(5)  # producer and worker both see the broker gone
-        assert localkafka.run("start", port=OWN_BROKER_PORT, state_dir=state) == 0
-        out, _ = producer.communicate(timeout=240)
-        assert producer.returncode == 0, out.decode(errors="replace")
-
-        ids = {t.id for t in SyntheticTweets(seed=seed, count=count)}
+        tweets = stream_through_a_broker_restart(env, worker, OWN_BROKER_PORT, tmp_path / "kafka")
+        ids = {t.id for t in tweets}
         got = read_results(settings, ids, 300, [worker])
         assert set(got.results) == ids  # 0 lost
         print(f"\nbroker restart: 0 lost, {got.duplicates} duplicate results")
