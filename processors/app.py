@@ -115,7 +115,7 @@ class Worker:
             [names.sentiment, names.dlq, names.labeled, names.aggregates, self.count_events, self.changelog],
             self.outputs.replacement,
             self._count_events,
-            self.watchdog.committed,
+            self.watchdog,
         )
         self.batcher = Batcher(conf, self.model, self.inference, self.outputs, self.checkpoint, self.watchdog)
         self.views = WorkerViews(

@@ -42,6 +42,7 @@ from tweetpulse.kafka import admin_client, producer_config
 from tweetpulse.processors import metrics
 from tweetpulse.processors.exits import EXIT_BROKER_UNAVAILABLE, EXIT_MISCONFIGURED, fatal
 from tweetpulse.processors.source import TP, Record, Source
+from tweetpulse.processors.watchdog import Watchdog
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Checkpoint:
         output_topics: list[str],
         dead_letter_for: Callable[[Output, str, str], Output | None],
         pending: Callable[[], list[Output]],
-        on_commit: Callable[[], None],
+        watchdog: Watchdog,
     ) -> None:
         conf = settings.processor
         self.settings = settings
@@ -96,7 +97,7 @@ class Checkpoint:
         self.output_topics = output_topics
         self.dead_letter_for = dead_letter_for
         self.pending = pending
-        self.on_commit = on_commit
+        self.watchdog = watchdog  # the liveness clock: produced, committed, given up
         self.transactional = conf.processing_guarantee == "exactly_once"
         self.transactional_id = conf.transactional_id or f"{conf.app_id}-{socket.gethostname()}-{os.getpid()}"
         self.send_timeout_s = conf.send_timeout_s
@@ -126,6 +127,7 @@ class Checkpoint:
                 return 0
             outputs = build(live)
             self._produce_all(outputs)
+            self.watchdog.produced()
             for record in live:
                 self._positions[record.tp] = record.offset + 1
             return sum(len(output.value) for output in outputs)
@@ -186,7 +188,7 @@ class Checkpoint:
             finally:
                 self._positions, self._produced = {}, 0
             self._failing_since = None
-            self.on_commit()
+            self.watchdog.committed()
 
     async def abort(self, why: str) -> None:
         """Give up everything since the last commit (the partitions were lost) and rewind the rest."""
@@ -196,6 +198,7 @@ class Checkpoint:
             self._positions, self._produced = {}, 0
             self.pending()  # counts of what was just given up: the partitions' next reader counts them
             self._rewind_all()
+            self.watchdog.gave_up()
             log.warning("uncommitted output given up", extra={"why": why})
 
     def forget(self, tps: list[TP]) -> None:

@@ -8,8 +8,9 @@ process (see :mod:`exits`) when
 - the event loop has not run for ``stall_timeout_s``;
 - a stop was requested (SIGTERM / SIGINT) and the worker is still running ``shutdown_grace_s`` later.
 
-It also answers the health endpoints: live unless no offset was committed for ``liveness_timeout_s``
-while there is lag (or the loop is blocked); ready once a model is loaded and an assignment finished.
+It also answers the health endpoints: live unless output produced ``liveness_timeout_s`` ago is still
+not committed, or no offset was committed for that long while there is lag (or the loop is blocked);
+ready once a model is loaded and an assignment finished.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Watchdog:
         self.last_commit = now  # offsets committed (or partitions assigned: a fresh start)
         self.lag = 0  # messages behind the high watermark, summed over assigned partitions
         self.lagging_since = now  # when the lag last rose from 0
+        self.uncommitted_since: float | None = None  # the oldest output produced and not committed
         self.ready = False
         self._stop_deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
@@ -81,8 +83,17 @@ class Watchdog:
     def beat(self) -> None:
         self.last_beat = time.monotonic()
 
+    def produced(self) -> None:
+        if self.uncommitted_since is None:
+            self.uncommitted_since = time.monotonic()
+
     def committed(self) -> None:
         self.last_commit = time.monotonic()
+        self.uncommitted_since = None
+
+    def gave_up(self) -> None:
+        """Uncommitted output was aborted (its partitions moved on): nothing is waiting any more."""
+        self.uncommitted_since = None
 
     def measured_lag(self, lag: int) -> None:
         if lag > 0 and self.lag == 0:
@@ -101,6 +112,10 @@ class Watchdog:
         now = time.monotonic()
         if now - self.last_beat > self.limits.stall_timeout_s:
             return f"event loop blocked for {now - self.last_beat:.0f} s"
+        # A commit that hangs (broker frozen) or keeps failing, whether or not the worker is behind.
+        uncommitted = self.uncommitted_since
+        if uncommitted is not None and now - uncommitted > self.limits.liveness_timeout_s:
+            return f"output produced {now - uncommitted:.0f} s ago not committed yet"
         # Lagging, and no commit for the timeout, counted from the lag's start if that came later.
         waiting = now - max(self.last_commit, self.lagging_since)
         if self.lag > 0 and waiting > self.limits.liveness_timeout_s:

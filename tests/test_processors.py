@@ -261,6 +261,26 @@ def test_an_idle_worker_is_live_when_work_arrives_and_not_once_it_lags_without_c
     assert watchdog.liveness() is None
 
 
+def test_a_worker_whose_produced_output_stays_uncommitted_is_not_live_even_without_lag() -> None:
+    import time
+
+    from tweetpulse.processors.watchdog import Limits, Watchdog
+
+    watchdog = Watchdog(Limits(30, 30, 30, liveness_timeout_s=0.2))
+    watchdog.produced()  # a batch produced; its commit hangs (broker frozen) while lag stays 0
+    watchdog.measured_lag(0)
+    assert watchdog.liveness() is None
+    time.sleep(0.3)
+    watchdog.produced()  # later batches keep the oldest output's clock
+    assert "not committed" in (watchdog.liveness() or "")
+    watchdog.committed()
+    assert watchdog.liveness() is None
+    watchdog.produced()
+    watchdog.gave_up()  # the partitions moved on: their output was aborted, nothing waits
+    time.sleep(0.3)
+    assert watchdog.liveness() is None
+
+
 def test_the_count_agents_writes_wait_once_they_run_a_second_ahead_of_their_bytes_per_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -72,7 +72,7 @@ def test_sigterm_stops_a_worker_whose_broker_froze_mid_stream_within_the_grace(
         wait_for(lambda: (worker.status() or {}).get("processed_offsets"), 60, "the first results", [worker])
         wait_for(lambda: worker.get("/livez") is not None, 30, "/livez to pass (offsets committed)", [worker])
         os.kill(broker_pid, signal.SIGSTOP)  # sends and commits now hang: a stuck batch
-        wait_for(lambda: worker.get("/livez") is None, 30, "/livez to fail (lag, no commit)", [worker])
+        wait_for(lambda: worker.get("/livez") is None, 30, "/livez to fail (output not committed)", [worker])
         stop_within_grace(worker)
     finally:
         os.kill(broker_pid, signal.SIGCONT)

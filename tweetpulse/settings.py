@@ -251,7 +251,7 @@ class ProcessorSettings(BaseModel):
     inference_timeout_s: float = Field(60.0, gt=0)  # one model call
     stall_timeout_s: float = Field(180.0, gt=0)  # tweets in flight and no batch finished
     shutdown_grace_s: float = Field(25.0, gt=0, le=3_600)  # SIGTERM: stopped within this, in any state
-    liveness_timeout_s: float = Field(120.0, gt=0)  # /livez fails: no commit this long while lagging
+    liveness_timeout_s: float = Field(120.0, gt=0)  # /livez fails: output uncommitted this long, or lag
 
     @model_validator(mode="after")
     def _stall_outlasts_a_batch(self) -> ProcessorSettings:
@@ -260,6 +260,8 @@ class ProcessorSettings(BaseModel):
                 "processor.stall_timeout_s must exceed inference_timeout_s + send_timeout_s (one batch's "
                 "longest legitimate time)"
             )
+        if self.liveness_timeout_s <= self.commit_interval_s:
+            raise ValueError("processor.liveness_timeout_s must exceed commit_interval_s")
         return self
 
 
