@@ -42,7 +42,7 @@ from tweetpulse.processors.outputs import Outputs, Topics
 from tweetpulse.processors.source import TP, Record, Source
 from tweetpulse.processors.views import WorkerViews
 from tweetpulse.processors.watchdog import Limits, Watchdog
-from tweetpulse.retraining.weak_labels import WeakLabeler
+from tweetpulse.processors.weak_labels import WeakLabeler
 from tweetpulse.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from tweetpulse.processors import metrics
 from tweetpulse.processors.checkpoint import Output
 from tweetpulse.processors.classifier import Prediction
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key
-from tweetpulse.retraining.weak_labels import WeakLabeler
+from tweetpulse.processors.weak_labels import WeakLabeler
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 
 Entry points: :func:`tweetpulse.retraining.run.retrain_once` (one gated run),
 :func:`tweetpulse.retraining.scheduler.run_scheduler` (`tweetpulse retrain --every/--on-drift`),
-:class:`tweetpulse.retraining.weak_labels.WeakLabeler` (the processors' optional weak-label step) and
+:class:`tweetpulse.processors.weak_labels.WeakLabeler` (the processors' optional weak-label step) and
 :class:`tweetpulse.retraining.drift.DriftMonitor`.
 """

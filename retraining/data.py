@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 from tweetpulse.contracts import LabeledTweet
 from tweetpulse.labeled import LabeledRead, read_labeled
-from tweetpulse.retraining.lineage import normalize_text, text_key
 from tweetpulse.settings import RetrainSettings, Settings
 from tweetpulse.training.data import Example, load_source
+from tweetpulse.training.lineage import normalize_text, text_key
 from tweetpulse.tweetfiles import read_labeled as read_labeled_file
 
 log = logging.getLogger(__name__)

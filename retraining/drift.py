@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from tweetpulse.contracts import ContractError, DriftEvent, SentimentResult
-from tweetpulse.retraining.offsets import drop_reached, watermarks
+from tweetpulse.offsets import drop_reached, watermarks
 from tweetpulse.settings import RetrainSettings, Settings
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Both models are scored by `tweetpulse evaluate`'s code
 (:func:`tweetpulse.training.evaluate.evaluate_artifact`), so the only difference between the two
 numbers is the model. The gate set holds no text either model was trained on (see
-:mod:`tweetpulse.retraining.lineage`). A candidate is promoted only if the gate set is large enough,
+:mod:`tweetpulse.training.lineage`). A candidate is promoted only if the gate set is large enough,
 its accuracy reaches the absolute floor ``min_accuracy`` (so a chain of promotions, each within
 ``tolerance`` of the last, cannot ratchet quality down), and it is within ``tolerance`` of a
 production model that was loaded and scored; with no production model at all, the floor decides.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tweetpulse.contracts import Label
 from tweetpulse.registry import VARIANTS, ArtifactError, ModelArtifact, ModelRegistry
-from tweetpulse.retraining.lineage import NO_MODEL, Lineage, training_lineage
+from tweetpulse.training.lineage import NO_MODEL, Lineage, training_lineage
 
 if TYPE_CHECKING:
     from tweetpulse.settings import RetrainSettings, Settings

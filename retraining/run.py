@@ -29,8 +29,8 @@ from tweetpulse.retraining.gate import (
     score_model,
     too_small,
 )
-from tweetpulse.retraining.lineage import text_key
 from tweetpulse.settings import Settings
+from tweetpulse.training.lineage import text_key
 
 log = logging.getLogger(__name__)
 

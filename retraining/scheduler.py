@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tweetpulse.contracts import ContractError, DriftEvent
+from tweetpulse.offsets import watermarks
 from tweetpulse.retraining.drift import DriftMonitor
-from tweetpulse.retraining.offsets import watermarks
 from tweetpulse.retraining.run import Decision, retrain_once
 from tweetpulse.settings import Settings
 

@@ -12,11 +12,11 @@ import pytest
 from conftest import TinyTrainingRun
 
 from tweetpulse.registry import VARIANTS, ModelArtifact, ModelRegistry
-from tweetpulse.retraining.lineage import TRAINING_KEYS, text_key
 from tweetpulse.settings import load_settings
 from tweetpulse.training.data import Example
 from tweetpulse.training.distill import Teacher, build_transfer_set, cached_logits
 from tweetpulse.training.export import SPEED_MARGIN
+from tweetpulse.training.lineage import TRAINING_KEYS, text_key
 
 pytest.importorskip("peft", reason="training needs the [train] extra")
 

@@ -55,8 +55,8 @@ from tweetpulse.contracts import (
     SentimentResult,
     aggregate_tags,
 )
+from tweetpulse.processors.weak_labels import WeakLabeler
 from tweetpulse.registry import ModelRegistry
-from tweetpulse.retraining.weak_labels import WeakLabeler
 from tweetpulse.settings import Settings
 
 pytestmark = pytest.mark.fault

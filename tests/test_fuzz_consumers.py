@@ -48,7 +48,7 @@ from tweetpulse.processors.models import _is_announcement
 from tweetpulse.processors.outputs import Outputs, Topics
 from tweetpulse.processors.source import TP, Record
 from tweetpulse.processors.views import count_rows
-from tweetpulse.retraining.weak_labels import WeakLabeler
+from tweetpulse.processors.weak_labels import WeakLabeler
 from tweetpulse.settings import ProcessorSettings, load_settings
 
 FUZZ = fuzz()

@@ -31,13 +31,13 @@ from test_processors_pipeline import (  # the processors' worker harness (tests/
 
 from tweetpulse.contracts import DriftEvent, LabeledTweet, RawTweet, SentimentResult
 from tweetpulse.kafka import create_topics, pipeline_topics, producer_config
+from tweetpulse.processors.weak_labels import WeakLabeler, sampled, weak_label
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels, text_key
 from tweetpulse.retraining.drift import DriftDetector, DriftMonitor, Thresholds
 from tweetpulse.retraining.gate import GateRules, Score, decide
 from tweetpulse.retraining.run import DECISIONS, Decision, decisions, record, retrain_once
 from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
-from tweetpulse.retraining.weak_labels import WeakLabeler, sampled, weak_label
 from tweetpulse.settings import RetrainSettings, Settings, TopicSettings, load_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

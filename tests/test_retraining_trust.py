@@ -29,6 +29,7 @@ from tests.poison import READER_EXAMPLES, parses, sentiment_values, valid_result
 from tests.strategies import fuzz
 from tweetpulse.contracts import MAX_TEXT_CHARS, DriftEvent, LabeledTweet, SentimentResult
 from tweetpulse.kafka import producer_config
+from tweetpulse.offsets import watermarks
 from tweetpulse.registry import VARIANTS, ModelRegistry
 from tweetpulse.retraining import scheduler
 from tweetpulse.retraining.data import base_and_val, gather, read_labeled_tweets
@@ -41,11 +42,10 @@ from tweetpulse.retraining.drift import (
     Thresholds,
 )
 from tweetpulse.retraining.gate import load_baseline
-from tweetpulse.retraining.lineage import text_key, write_training_keys
-from tweetpulse.retraining.offsets import watermarks
 from tweetpulse.retraining.run import decisions, retrain_once
 from tweetpulse.settings import Settings
 from tweetpulse.training.data import load_source
+from tweetpulse.training.lineage import text_key, write_training_keys
 
 
 def with_retrain(settings: Settings, **fields: object) -> Settings:

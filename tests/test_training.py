@@ -54,7 +54,7 @@ def test_published_model_records_exactly_its_training_texts_for_the_retrain_gate
     tiny_training_run: TinyTrainingRun, tmp_path: Path
 ) -> None:
     from tweetpulse.retraining.gate import load_baseline
-    from tweetpulse.retraining.lineage import TRAINING_KEYS, rebuild_training_split, text_key
+    from tweetpulse.training.lineage import TRAINING_KEYS, rebuild_training_split, text_key
 
     settings = load_settings()
     artifact = tiny_training_run.registry.load()  # verifies every checksum, training-keys.txt's too

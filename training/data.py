@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tweetpulse.contracts import Label
-from tweetpulse.retraining.lineage import normalize_text
+from tweetpulse.training.lineage import normalize_text
 from tweetpulse.tweetfiles import Record, TweetFileError, normalize_label, read_labeled, read_records
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tweetpulse.registry import ArtifactError, ModelArtifact, ModelRegistry, load_artifact, write_durably
-from tweetpulse.retraining.lineage import normalize_text
 from tweetpulse.training.data import Example, load_texts
+from tweetpulse.training.lineage import normalize_text
 
 if TYPE_CHECKING:
     from tweetpulse.settings import Settings

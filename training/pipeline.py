@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tweetpulse.registry import ModelRegistry, announce_production
-from tweetpulse.retraining.lineage import write_training_keys
 from tweetpulse.settings import Settings
 from tweetpulse.training.data import Example, Splits, load_source, make_splits
+from tweetpulse.training.lineage import write_training_keys
 from tweetpulse.training.presets import TrainConfig
 
 if TYPE_CHECKING:

@@ -205,7 +205,7 @@ def _seek(consumer: Any, topic: str, since: datetime | None, timeout: float) -> 
     returns partition -> end offset."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    from tweetpulse.retraining.offsets import watermarks
+    from tweetpulse.offsets import watermarks
 
     marks = {p: (low, high) for p, (low, high) in watermarks(consumer, topic, timeout).items() if high > low}
     if not marks:
@@ -230,7 +230,7 @@ def _consume_to_ends(
     """Feed every message before `ends` to `handle`; raises TimeoutError if reading stalls."""
     from confluent_kafka import KafkaError
 
-    from tweetpulse.retraining.offsets import drop_reached
+    from tweetpulse.offsets import drop_reached
 
     remaining = dict(ends)
     deadline = time.monotonic() + timeout
