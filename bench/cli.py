@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+from tweetpulse.bench.report import format_table
+from tweetpulse.bench.run import BenchOptions, needs_model, run_bench
+from tweetpulse.bench.texts import DataError
+from tweetpulse.children import Children
+from tweetpulse.options import add_command_options, command_values
+from tweetpulse.processors.demo import ensure_model
+from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.settings import Settings
 
-PARTS = ("raw", "pipeline", "writes", "hostile", "latency", "scaling", "naive", "framework", "peer")
+
+class BenchCommand(BaseModel):
+    """`tweetpulse bench`'s own options besides the measurements' (BenchOptions)."""
+
+    train_if_missing: bool = Field(
+        False,
+        description="when the registry has no production model, train a quick seed model first (like the demo)",
+    )
+    quick: bool = Field(
+        False,
+        description="a short smoke run: 500 tweets, 200 raw texts, 30 naive messages, 5 s of latency, 3 s at "
+        "low load, one round of 2000 tweets with the near-free model",
+    )
+    json_path: Path | None = Field(
+        None, description="also write the whole report to this file", json_schema_extra={"cli": ["--json"]}
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -35,70 +61,8 @@ def register(subparsers: Any) -> None:
         "afterwards, and stops every worker it starts, also when a step fails or on Ctrl-C. Exit 2 "
         "when there is no model to measure, 130 when interrupted.",
     )
-    bench.add_argument(
-        "--model",
-        help="registry version or exported model folder to measure (default: the production version)",
-    )
-    bench.add_argument(
-        "--train-if-missing",
-        action="store_true",
-        help="when the registry has no production model, train a quick seed model first (like the demo)",
-    )
-    bench.add_argument(
-        "--data",
-        help="labeled tweet file to take texts from, or 'builtin' (default: ../shared/data/tweets-val.jsonl "
-        "when present, else the built-in tweets)",
-    )
-    bench.add_argument("--tweets", type=int, default=5000, help="tweets in each pipeline run (default 5000)")
-    bench.add_argument(
-        "--raw-texts", type=int, default=1000, help="texts per raw-model batching tried (default 1000)"
-    )
-    bench.add_argument(
-        "--naive-tweets", type=int, default=300, help="messages the naive loop handles (default 300)"
-    )
-    bench.add_argument(
-        "--latency-seconds", type=float, default=20.0, help="length of the paced latency run (default 20)"
-    )
-    bench.add_argument(
-        "--framework-tweets",
-        type=int,
-        default=20000,
-        help="tweets in each near-free model run, worker or plain loop (default 20000)",
-    )
-    bench.add_argument(
-        "--framework-rounds",
-        type=int,
-        default=2,
-        help="worker and plain-loop runs per guarantee, alternating; the best of each counts (default 2)",
-    )
-    bench.add_argument("--partitions", type=int, default=6, help="partitions of the bench topics (default 6)")
-    bench.add_argument(
-        "--provider",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="ONNX Runtime provider for the raw model and the workers (default auto: CUDA when a GPU is present)",
-    )
-    bench.add_argument(
-        "--variant", choices=["auto", "int8", "fp32"], default="auto", help="model graph (default auto)"
-    )
-    bench.add_argument(
-        "--naive-model",
-        help="PyTorch folder of the same fine-tuned model for the naive loop (default: "
-        "the offline MiniLM base with a 2-label head: same architecture and compute)",
-    )
-    bench.add_argument(
-        "--skip", action="append", choices=PARTS, default=[], help="leave a part out (repeatable)"
-    )
-    bench.add_argument(
-        "--quick",
-        action="store_true",
-        help="a short smoke run: 500 tweets, 200 raw texts, 30 naive messages, 5 s of latency, "
-        "3 s at low load, one round of 2000 tweets with the near-free model",
-    )
-    bench.add_argument("--json", dest="json_path", type=Path, help="also write the whole report to this file")
-    bench.add_argument(
-        "--log-dir", type=Path, help="keep the workers' logs here (default: a temporary folder)"
-    )
+    add_command_options(bench, BenchCommand)
+    add_command_options(bench, BenchOptions)
     bench.set_defaults(handler=_bench)
 
 
@@ -107,12 +71,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    import logging
-
-    from tweetpulse.bench.report import format_table
-    from tweetpulse.bench.run import BenchOptions, needs_model, run_bench
-    from tweetpulse.bench.texts import DataError
-    from tweetpulse.registry import ArtifactError, ModelRegistry
 
     skip = frozenset(args.skip)
     if args.model is None and needs_model(skip) and not ModelRegistry(settings.registry.root).production():
@@ -123,7 +81,6 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             return 2
-        from tweetpulse.processors.demo import Children, ensure_model
 
         trainer = Children()  # stopped with the bench, however it ends
         try:
@@ -143,24 +100,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         "framework_tweets": 2000,
         "framework_rounds": 1,
     }
-    opts = BenchOptions(
-        model=args.model,
-        data=args.data,
-        tweets=args.tweets,
-        raw_texts=args.raw_texts,
-        naive_tweets=args.naive_tweets,
-        latency_s=args.latency_seconds,
-        partitions=args.partitions,
-        provider=args.provider,
-        variant=args.variant,
-        naive_model=args.naive_model,
-        framework_tweets=args.framework_tweets,
-        framework_rounds=args.framework_rounds,
-        skip=skip,
-        log_dir=args.log_dir,
-    )
+    opts = BenchOptions(**command_values(args, BenchOptions))
     if args.quick:
-        opts = BenchOptions(**{**vars(opts), **quick})
+        opts = replace(opts, **quick)
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the bench stops its workers and deletes
     # its topics on the way out instead of dying with them running.
     previous = signal.signal(signal.SIGTERM, _interrupt)

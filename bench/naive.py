@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer
 from tweetpulse.bench.kafka_io import bench_topics, produce_all, run_token
 from tweetpulse.bench.texts import raw_tweets
 from tweetpulse.settings import Settings
+from tweetpulse.training.base import OFFLINE_BASE_NAME, offline_base_path
 
 ID2LABEL = {0: "negative", 1: "positive"}
 
@@ -28,13 +29,12 @@ def naive_classifier(model: str | None) -> tuple[Any, str]:
     fresh 2-label head: the same architecture and compute as the served model, not its weights (the
     registry keeps only the ONNX export), which is all a speed baseline needs.
     """
+    # transformers (the [train] extra, seconds to import): only when the naive loop runs
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
     from transformers.utils import logging as hf_logging
 
     if model is not None:
         return pipeline("text-classification", model=model), model
-    from tweetpulse.training.base import OFFLINE_BASE_NAME, offline_base_path
-
     base = offline_base_path()
     hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
     net = AutoModelForSequenceClassification.from_pretrained(
@@ -78,7 +78,7 @@ def naive_throughput(
     base: Settings, texts: list[str], model: str | Path | None = None, partitions: int = 6
 ) -> dict[str, Any]:
     """Tweets/s of the naive loop over `texts`, preloaded into a fresh raw topic (model load excluded)."""
-    import torch
+    import torch  # the [train] extra, seconds to import: only when the naive loop runs
 
     started = time.perf_counter()
     classify, what = naive_classifier(str(model) if model else None)

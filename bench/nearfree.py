@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tweetpulse.registry import ModelArtifact, ModelRegistry
+from tweetpulse.training.base import ID2LABEL, LABEL2ID, OFFLINE_BASE_NAME, offline_base_path
+from tweetpulse.training.export import check_parity, export_onnx
 
 ARCHITECTURE = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 MAX_LENGTH = 64  # the served MiniLM's (the `fast` preset's)
@@ -48,12 +50,11 @@ def build_near_free(work_dir: Path, sample: list[str], seed: int = 0) -> tuple[M
     """(the near-free model, the registry root whose production version it is) under `work_dir`.
 
     `sample`: texts for the export's parity gate (ONNX fp32 logits against PyTorch's)."""
+    # torch and transformers (the [train] extra, seconds to import): only when the model is built
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from tweetpulse.training.base import ID2LABEL, LABEL2ID, OFFLINE_BASE_NAME, offline_base_path
-    from tweetpulse.training.export import check_parity, export_onnx
-    from tweetpulse.training.finetune import torch_logits
+    from tweetpulse.training.finetune import torch_logits  # imports torch at its top
 
     tokenizer = AutoTokenizer.from_pretrained(offline_base_path())
     torch.manual_seed(seed)

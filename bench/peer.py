@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,14 +40,18 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from tweetpulse import children
 from tweetpulse.bench.kafka_io import ResultReader, _produce, bench_topics
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
-from tweetpulse.bench.workers import _PRCTL, WorkerProcess, _die_with_parent, stop_all, worker_env
+from tweetpulse.bench.workers import WorkerProcess, stop_all, worker_env
 from tweetpulse.contracts import RawTweet
 from tweetpulse.kafka import consumer_config, producer_config
+from tweetpulse.logs import configure_logging
+from tweetpulse.processors.classifier import load_classifier
 from tweetpulse.processors.dlq import BadMessageError, parse_raw
 from tweetpulse.processors.outputs import sentiment_results
-from tweetpulse.settings import Settings
+from tweetpulse.registry import ModelRegistry
+from tweetpulse.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +184,6 @@ def _usable(msg: Message) -> bool:
 def load_model(settings: Settings) -> Any:
     """The registry's production model, served as the worker's settings say, except that the loop's
     one model call at a time gets every intra-op thread (processor.ort_threads, else all cores)."""
-    from tweetpulse.processors.classifier import load_classifier
-    from tweetpulse.registry import ModelRegistry
-
     c = settings.processor
     threads = c.model_copy(update={"inference_workers": 1}).intra_op_threads()
     artifact = ModelRegistry(settings.registry.root).load()
@@ -192,9 +192,6 @@ def load_model(settings: Settings) -> Any:
 
 def main() -> int:
     """The subprocess: the settings from the environment (as a worker's), loop until SIGTERM."""
-    from tweetpulse.logs import configure_logging
-    from tweetpulse.settings import load_settings
-
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, settings.secrets())
     stop = threading.Event()
@@ -220,15 +217,9 @@ class PeerProcess(WorkerProcess):
         self.port = 0
         self.log_path = log_path
         self.started = time.monotonic()
-        with log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tweetpulse.bench.peer"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
-            )
+        self.proc = children.spawn(
+            [sys.executable, "-m", "tweetpulse.bench.peer"], log_path, env=env, death_signal=signal.SIGKILL
+        )
 
     def status(self) -> dict[str, Any] | None:
         return None

@@ -15,6 +15,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from tweetpulse.bench.hostile import HOSTILE
 from tweetpulse.bench.kafka_io import (
     ResultReader,
     bench_topics,
@@ -140,8 +141,6 @@ class PipelineRun:
     def hostile_mix(self, texts: list[str], per_tweet: int = 1, prefix: str = "hm-") -> dict[str, Any]:
         """Valid tweets/s when every valid tweet is followed by `per_tweet` hostile messages (every kind
         of bench/hostile.py in turn); each hostile one must come back as a dead letter."""
-        from tweetpulse.bench.hostile import HOSTILE
-
         tweets = raw_tweets(texts, prefix)
         kinds = list(HOSTILE.values())
         messages: list[tuple[bytes | None, bytes | None]] = []

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tweetpulse.processors.classifier import CUDA, choose_providers, load_classifier
 from tweetpulse.registry import ModelArtifact
 
 # (texts per classify call, length-sorted chunk per model run): the serving knobs
@@ -45,8 +46,6 @@ def raw_throughput(
     """Tweets/s of the processors' Classifier for each batching and thread layout; `tps` is the best.
 
     `batchings` defaults to BATCHINGS on the CPU and GPU_BATCHINGS on CUDA."""
-    from tweetpulse.processors.classifier import CUDA, choose_providers, load_classifier
-
     gpu = choose_providers(provider)[0] == CUDA
     batchings = batchings or (GPU_BATCHINGS if gpu else BATCHINGS)
     by_config: dict[str, float] = {}

@@ -7,14 +7,21 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from tweetpulse.bench import nearfree
 from tweetpulse.bench.machine import load_average, machine_info
+from tweetpulse.bench.naive import naive_throughput
+from tweetpulse.bench.peer import GUARANTEE_ENV, GUARANTEES, PeerRun
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
+from tweetpulse.bench.raw import raw_throughput
 from tweetpulse.bench.texts import load_texts, take
 from tweetpulse.registry import ModelArtifact, ModelRegistry, load_artifact
 from tweetpulse.settings import Settings
@@ -34,6 +41,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "writes_per_tweet_low_load": ("<=", 1.1),
 }
 # Parts that measure the served model (the others build or pick their own).
+PARTS = ("raw", "pipeline", "writes", "hostile", "latency", "scaling", "naive", "framework", "peer")
 MODEL_PARTS = frozenset({"raw", "pipeline", "writes", "hostile", "latency", "scaling"})
 LOW_LOAD_RATE = 100.0  # tweets/s offered for writes_per_tweet_low_load
 LOW_LOAD_S = 10.0
@@ -41,22 +49,48 @@ LOW_LOAD_S = 10.0
 
 @dataclass(frozen=True)
 class BenchOptions:
-    model: str | None = None  # registry version or exported folder; None: production
-    data: str | None = None  # texts file or "builtin"; None: ../shared/data val file, else built-in
-    tweets: int = 5000  # pipeline throughput run size
-    raw_texts: int = 1000
-    naive_tweets: int = 300
-    latency_s: float = 20.0
-    partitions: int = 6
-    provider: str = "auto"  # auto: CUDA when a GPU is present, as the workers do
-    variant: str = "auto"
-    naive_model: str | None = None  # a PyTorch folder of the same fine-tuned model, if there is one
-    framework_tweets: int = 20000  # the near-free model's pipeline run (it is ~5x faster than MiniLM)
-    framework_rounds: int = 2  # worker and plain-loop runs per guarantee, alternating
-    low_load_s: float = LOW_LOAD_S
-    # of: raw, pipeline, hostile, latency, writes, scaling, naive, framework, peer (the plain loop)
-    skip: frozenset[str] = frozenset()
-    log_dir: Path | None = None
+    """`tweetpulse bench`'s measurements: each option declared here once (tweetpulse.options)."""
+
+    model: str | None = Field(
+        None,
+        description="registry version or exported model folder to measure (none: the production version)",
+    )
+    data: str | None = Field(
+        None,
+        description="labeled tweet file to take texts from, or 'builtin' (none: ../shared/data/tweets-val.jsonl "
+        "when present, else the built-in tweets)",
+    )
+    tweets: int = Field(5000, ge=1, description="tweets in each pipeline run")
+    raw_texts: int = Field(1000, ge=1, description="texts per raw-model batching tried")
+    naive_tweets: int = Field(300, ge=1, description="messages the naive loop handles")
+    latency_s: float = Field(
+        20.0,
+        gt=0,
+        description="length of the paced latency run",
+        json_schema_extra={"cli": ["--latency-seconds"]},
+    )
+    partitions: int = Field(6, ge=1, le=10_000, description="partitions of the bench topics")
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="ONNX Runtime provider for the raw model and the workers (auto: CUDA when a GPU is present)",
+    )
+    variant: Literal["auto", "int8", "fp32"] = Field("auto", description="model graph")
+    naive_model: str | None = Field(
+        None,
+        description="PyTorch folder of the same fine-tuned model for the naive loop (none: the offline MiniLM "
+        "base with a 2-label head: same architecture and compute)",
+    )
+    framework_tweets: int = Field(
+        20000, ge=1, description="tweets in each near-free model run, worker or plain loop"
+    )
+    framework_rounds: int = Field(
+        2, ge=1, description="worker and plain-loop runs per guarantee, alternating; the best of each counts"
+    )
+    low_load_s: float = Field(
+        LOW_LOAD_S, gt=0, description="length of the 100 tweets/s run (writes per tweet)"
+    )
+    skip: frozenset[Literal[PARTS]] = Field(frozenset(), description="leave these parts out")
+    log_dir: Path | None = Field(None, description="keep the workers' logs here (none: a temporary folder)")
 
 
 def needs_model(skip: frozenset[str]) -> bool:
@@ -135,8 +169,6 @@ def _run_bench(settings: Settings, opts: BenchOptions, scratch: Path, log_dir: P
     if "naive" not in opts.skip and importlib.util.find_spec("transformers") is None:
         report["naive"] = {"skipped": "transformers/torch not installed (pip install 'tweetpulse[train]')"}
     elif "naive" not in opts.skip:
-        from tweetpulse.bench.naive import naive_throughput
-
         report["naive"] = naive_throughput(
             settings, take(texts, opts.naive_tweets), opts.naive_model, opts.partitions
         )
@@ -175,8 +207,6 @@ def served(
 ) -> None:
     """The served model's parts: raw, one worker (throughput, writes, hostile mix, latency), scaling."""
     if "raw" not in opts.skip:
-        from tweetpulse.bench.raw import raw_throughput
-
         raw = raw_throughput(artifact, take(texts, opts.raw_texts), opts.provider, opts.variant)
         report["raw"] = raw
         figures["raw_tps"] = raw["tps"]
@@ -231,18 +261,14 @@ def framework(
     """The framework ceiling: the near-free model (bench/nearfree.py, built here) in-process, and
     through one real worker beside the plain loop (bench/peer.py) under each processing guarantee
     (real broker, the same texts)."""
-    from tweetpulse.bench.nearfree import ARCHITECTURE, build_near_free, missing
-    from tweetpulse.bench.peer import GUARANTEES
-
-    why = missing()
+    why = nearfree.missing()
     if why:
         return {"skipped": why}
     started = time.perf_counter()
-    artifact, registry_root = build_near_free(work_dir, take(texts, 64))
-    out: dict[str, Any] = {"model": ARCHITECTURE, "build_s": round(time.perf_counter() - started, 1)}
+    artifact, registry_root = nearfree.build_near_free(work_dir, take(texts, 64))
+    out: dict[str, Any] = {"model": nearfree.ARCHITECTURE, "build_s": round(time.perf_counter() - started, 1)}
     if "framework" not in opts.skip:
-        from tweetpulse.bench.raw import raw_throughput  # it explains the ceiling, in seconds
-
+        # the near-free model alone: it explains the ceiling, in seconds
         raw = raw_throughput(artifact, take(texts, opts.raw_texts), opts.provider, opts.variant)
         out.update(raw_tps=raw["tps"], raw=raw)
     near_free = replace(setup, registry_root=registry_root)
@@ -263,8 +289,6 @@ def side_by_side(
 
     The worker is a black box: under exactly_once its failure (it is being rewritten) is recorded
     as ``framework_error`` and the loop's rounds go on; under at_least_once it raises, as before."""
-    from tweetpulse.bench.peer import GUARANTEE_ENV, PeerRun
-
     env = {GUARANTEE_ENV: guarantee}
     out: dict[str, Any] = {"framework": [], "peer": []}
     tolerate = (Exception,) if guarantee == "exactly_once" else ()

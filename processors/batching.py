@@ -72,7 +72,7 @@ def parse_batch(records: list[Record], conf: ProcessorSettings, outputs: Outputs
         try:
             good.append((record, parse_raw(record.value, conf.max_message_bytes, conf.max_json_depth)))
         except BadMessageError as bad:
-            letters.append((record, outputs.letter(record, bad)))
+            letters.append((record, outputs.dead_letter(record, bad)))
     return Batch(records, good, letters)
 
 
@@ -270,7 +270,7 @@ class Batcher:
         for record in live:
             self.processed_offsets[record.tp] = record.offset + 1
         records = [self.outputs.result(record, result) for (record, _), result in good]
-        records += [self.outputs.dead_letter(record, letter) for record, letter in letters]
+        records += [self.outputs.dead_letter_output(record, letter) for record, letter in letters]
         records += self.outputs.weak_labels(tweet for (_, tweet), _ in good)
         self.outputs.observe([result for _, result in good], [letter for _, letter in letters])
         self.counts.add(((aggregate_tags(t.rule_tags, t.text), r.label) for (_, t), r in good), time.time())

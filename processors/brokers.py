@@ -239,9 +239,7 @@ def verify_login(spec: ClientSpec, timeout: float = LOGIN_TIMEOUT_S) -> None:
 
 
 async def _login(spec: ClientSpec, timeout: float) -> None:
-    from aiokafka import errors
-    from aiokafka.conn import create_conn
-    from aiokafka.errors import KafkaError
+    from aiokafka import conn, errors  # Faust's client (~0.1 s to import): only a worker logs in
 
     # The broker refused who we are or how we log in: not a transient failure.
     refusals = (
@@ -255,8 +253,8 @@ async def _login(spec: ClientSpec, timeout: float) -> None:
     for host, port in spec.hosts():
         where = f"{host}:{port}"
         try:
-            conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options), timeout
+            connection = await asyncio.wait_for(
+                conn.create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options), timeout
             )
         except ssl.SSLCertVerificationError as exc:
             raise SettingsError(
@@ -279,12 +277,12 @@ async def _login(spec: ClientSpec, timeout: float) -> None:
                 f"kafka: {where} does not take a SASL login: check kafka.security_protocol "
                 f"({spec.security_protocol}) against the broker's listener"
             ) from None
-        except KafkaError as exc:
+        except errors.KafkaError as exc:
             log.warning("kafka login check: server not usable", extra={"server": where, "error": str(exc)})
             continue
         except (TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             log.warning("kafka login check: server not reachable", extra={"server": where, "error": reason})
             continue
-        conn.close()
+        connection.close()
         return

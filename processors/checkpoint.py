@@ -18,8 +18,8 @@ refusal no retry fixes at once (EXIT_MISCONFIGURED).
 
 Size: the producer's ``message.max.bytes`` is the smallest ``max.message.bytes`` of the output topics
 (read at start, and again after a refusal), so a record the broker would refuse is refused by
-``produce`` itself and replaced by its dead letter (:meth:`Outputs.replacement`) before it can fail a
-transaction.
+``produce`` itself and replaced by its dead letter (:meth:`Outputs.dead_letter_for_refused`) before it
+can fail a transaction.
 """
 
 from __future__ import annotations
@@ -78,16 +78,16 @@ class CommitFailedError(Exception):
 class Checkpoint:
     """Produces batches' outputs and commits them with their input offsets (see the module doc).
 
-    `dead_letter_for(output, reason, error)` gives the dead letter that replaces an output too large
-    for its topic (None: nothing smaller). `pending()` gives the outputs that must travel in the same
-    commit as the batches produced since the last one (the label-count events)."""
+    `dead_letter_for_refused(output, reason, error)` gives the dead letter that replaces an output too
+    large for its topic (None: nothing smaller). `pending()` gives the outputs that must travel in the
+    same commit as the batches produced since the last one (the label-count events)."""
 
     def __init__(
         self,
         settings: Settings,
         sources: list[Source],
         output_topics: list[str],
-        dead_letter_for: Callable[[Output, str, str], Output | None],
+        dead_letter_for_refused: Callable[[Output, str, str], Output | None],
         pending: Callable[[], list[Output]],
         watchdog: Watchdog,
     ) -> None:
@@ -95,7 +95,7 @@ class Checkpoint:
         self.settings = settings
         self.sources = {source.topic: source for source in sources}
         self.output_topics = output_topics
-        self.dead_letter_for = dead_letter_for
+        self.dead_letter_for_refused = dead_letter_for_refused
         self.pending = pending
         self.watchdog = watchdog  # the liveness clock: produced, committed, given up
         self.transactional = conf.processing_guarantee == "exactly_once"
@@ -153,14 +153,14 @@ class Checkpoint:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise
-                output = self._replacement(output, exc.args[0])
+                output = self._dead_lettered(output, exc.args[0])
 
-    def _replacement(self, output: Output, err: KafkaError) -> Output:
+    def _dead_lettered(self, output: Output, err: KafkaError) -> Output:
         log.error(
             "record refused as too large for its topic; dead-lettering its source",
             extra={"topic": output.topic, "bytes": len(output.value)},
         )
-        letter = self.dead_letter_for(output, "output-too-large", f"{err.name()}: {err.str()}"[:500])
+        letter = self.dead_letter_for_refused(output, "output-too-large", f"{err.name()}: {err.str()}"[:500])
         if letter is None:
             fatal(
                 EXIT_MISCONFIGURED,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from tweetpulse.contracts import LABELS
 from tweetpulse.registry import ArtifactError, ModelArtifact
@@ -38,7 +39,7 @@ def gpu_present() -> bool:
 
 def choose_providers(preference: Provider) -> list[str]:
     """Execution providers in priority order; CUDA first only when asked for or a GPU is present."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy (~0.2 s, CUDA probing): only where a model is loaded
 
     cuda_usable = CUDA in ort.get_available_providers()
     if preference == "cuda":
@@ -55,7 +56,7 @@ def choose_providers(preference: Provider) -> list[str]:
 def preload_cuda_libraries() -> None:
     """Load CUDA and cuDNN from the pip `nvidia-*` packages (the `[gpu]` extra) when they are there;
     libraries already on the loader path need nothing."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy (~0.2 s, CUDA probing): only where a model is loaded
 
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
     if preload is not None:
@@ -83,8 +84,7 @@ class Classifier:
         threads: int = 0,
         chunk_size: int = 64,
     ) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        import onnxruntime as ort  # heavy (~0.2 s, CUDA probing): only where a model is loaded
 
         self.artifact = artifact
         self.version = artifact.version

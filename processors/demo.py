@@ -6,15 +6,14 @@ Meanwhile a better model trains in the background on the built-in data; it passe
 is promoted and announced, and the worker hot-swaps to it: the version in brackets changes.
 
 However the demo ends (Ctrl-C, SIGTERM, SIGHUP, its output pipe closing as with `| tee` and Ctrl-C,
-or an error), every child is stopped: the children run in their own sessions (so Ctrl-C reaches
-only this process), cleanup never writes to a possibly closed stdout before it is done, and each
-child is also told by the kernel (PR_SET_PDEATHSIG) to stop if this process dies without cleanup.
+or an error), every child is stopped (tweetpulse/children.py): the children run in their own sessions
+(so Ctrl-C reaches only this process), cleanup never writes to a possibly closed stdout before it is
+done, and each child is also told by the kernel (PR_SET_PDEATHSIG) to stop if this process dies
+without cleanup.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -23,11 +22,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from tweetpulse import localkafka
+from tweetpulse.children import Children, say
 from tweetpulse.kafka import create_topics
+from tweetpulse.processors.watch import watch
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
 
@@ -43,7 +43,6 @@ TRAIN = ["train", "--preset", "fast", "--data", "builtin", "--balance", "--max-s
 # built-in tweets without a teacher scored no better than the first model on shared/data's
 # validation tweets (0.859 vs 0.86): the built-in data's domain, not the recipe, limits a student.
 IMPROVE = ["train", "--data", "builtin", "--balance", "--promote", "--no-progress"]
-PR_SET_PDEATHSIG = 1
 
 
 class StopSignalError(Exception):
@@ -54,70 +53,6 @@ def _tweetpulse(*args: str) -> list[str]:
     return [sys.executable, "-m", "tweetpulse", *args]
 
 
-def _say(message: str) -> None:
-    """Print a status line; a closed stdout (the reader of a pipe is gone) never stops the demo."""
-    with contextlib.suppress(OSError, ValueError):  # BrokenPipeError is an OSError
-        print(f"==> {message}", flush=True)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    # An ignored SIGINT survives exec (a demo started from a background job has one), and the
-    # children stop on SIGINT: give them the default back.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: cleanup still stops them
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Children:
-    """The processes the demo started, stopped in reverse order however the demo ends."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[str, subprocess.Popen, int]] = []
-        self.stopped: list[str] = []
-
-    def start(
-        self, name: str, args: list[str], log: Path, stop_signal: int = signal.SIGINT
-    ) -> subprocess.Popen:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        self.running.append((name, proc, stop_signal))
-        return proc
-
-    def stop_all(self) -> None:
-        """Stop the children newest first (the producer flushes before the worker commits and
-        stops); reports only once all are stopped, since stdout may be a closed pipe."""
-        with _signals_deferred():
-            while self.running:
-                name, proc, sig = self.running.pop()
-                if proc.poll() is None:
-                    proc.send_signal(sig)
-                self.stopped.append(f"{name} stopped (exit {_wait_or_kill(proc)})")
-        while self.stopped:
-            _say(self.stopped.pop(0))
-
-
-def _wait_or_kill(proc: subprocess.Popen, timeout: float = 30) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP are ignored while the children are being stopped."""
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = [signal.signal(s, signal.SIG_IGN) for s in stops]
-    try:
-        yield
-    finally:
-        for s, handler in zip(stops, previous, strict=True):
-            signal.signal(s, handler)
-
-
 def _raise_stopped(signum: int, _frame: object) -> None:
     raise StopSignalError(signal.Signals(signum).name)
 
@@ -125,17 +60,17 @@ def _raise_stopped(signum: int, _frame: object) -> None:
 def ensure_model(settings: Settings, children: Children) -> bool:
     registry = ModelRegistry(settings.registry.root)
     if registry.production():
-        _say(f"model: {registry.production()} from {registry.root}")
+        say(f"model: {registry.production()} from {registry.root}")
         return True
     help_run = subprocess.run(_tweetpulse("train", "--help"), capture_output=True, check=False)
     if help_run.returncode != 0:
-        _say("no production model and no `tweetpulse train` command in this install; cannot continue")
+        say("no production model and no `tweetpulse train` command in this install; cannot continue")
         return False
-    _say(f"no production model in {registry.root}: training a first one on the built-in data (a few minutes)")
+    say(f"no production model in {registry.root}: training a first one on the built-in data (a few minutes)")
     trainer = children.start("first training", _tweetpulse(*TRAIN), STATE_DIR / "train-first.log")
-    _say(f"training (pid {trainer.pid}, log {STATE_DIR / 'train-first.log'})")
+    say(f"training (pid {trainer.pid}, log {STATE_DIR / 'train-first.log'})")
     trainer.wait()
-    children.running.pop()
+    children.forget(trainer)
     return trainer.returncode == 0 and bool(registry.production())
 
 
@@ -144,19 +79,19 @@ def improve_in_background(settings: Settings, children: Children) -> None:
     registry = ModelRegistry(settings.registry.root)
     before = registry.production()
     if before and registry.load(before).manifest.get("preset") == "distilled":
-        _say(f"{before} is already a distilled model: nothing to train in the background")
+        say(f"{before} is already a distilled model: nothing to train in the background")
         return
     log = STATE_DIR / "train-better.log"
     trainer = children.start("trainer", ["nice", "-n", "10", *_tweetpulse(*IMPROVE)], log)
-    _say(f"training a better model in the background (pid {trainer.pid}, log {log})")
+    say(f"training a better model in the background (pid {trainer.pid}, log {log})")
 
     def report() -> None:
         code = trainer.wait()
         now = registry.production()
         if code == 0 and now != before:
-            _say(f"better model {now} promoted and announced; the worker swaps from {before} to it")
+            say(f"better model {now} promoted and announced; the worker swaps from {before} to it")
         elif code > 0:
-            _say(f"background training failed (exit {code}); still serving {before}; see {log}")
+            say(f"background training failed (exit {code}); still serving {before}; see {log}")
 
     threading.Thread(target=report, name="demo-trainer", daemon=True).start()
 
@@ -181,7 +116,7 @@ def run_demo(settings: Settings, rate: float = 50.0, improve: bool = True) -> in
         return _run(settings, rate, improve, children)
     except (KeyboardInterrupt, StopSignalError, BrokenPipeError) as exc:
         children.stop_all()
-        _say(f"interrupted ({type(exc).__name__} {exc})".strip())
+        say(f"interrupted ({type(exc).__name__} {exc})".strip())
         return 130
     finally:
         children.stop_all()
@@ -190,21 +125,19 @@ def run_demo(settings: Settings, rate: float = 50.0, improve: bool = True) -> in
 
 
 def _run(settings: Settings, rate: float, improve: bool, children: Children) -> int:
-    from tweetpulse.processors.watch import watch
-
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    _say("starting Kafka (a no-op when it runs)")
+    say("starting Kafka (a no-op when it runs)")
     if localkafka.run("start") != 0:
         return 1
     for name, outcome in create_topics(settings).items():
-        _say(f"topic {name}: {outcome}")
+        say(f"topic {name}: {outcome}")
     if not ensure_model(settings, children):
         return 1
     worker_log = STATE_DIR / "worker.log"
     worker = children.start("worker", _tweetpulse("process"), worker_log, signal.SIGTERM)
-    _say(f"worker started (pid {worker.pid}, log {worker_log}); waiting for its partitions")
+    say(f"worker started (pid {worker.pid}, log {worker_log}); waiting for its partitions")
     if not _wait_ready(worker, settings.processor.web_port):
-        _say(f"the worker did not become ready; see {worker_log}")
+        say(f"the worker did not become ready; see {worker_log}")
         return 1
     producer_log = STATE_DIR / "producer.log"
     producer = children.start(
@@ -212,13 +145,13 @@ def _run(settings: Settings, rate: float, improve: bool, children: Children) -> 
         _tweetpulse("produce", "synthetic", "--count", "0", "--rate", str(rate), "--no-progress"),
         producer_log,
     )
-    _say(
+    say(
         f"streaming synthetic tweets at {rate:g}/s (pid {producer.pid}, log {producer_log}); Ctrl-C stops everything"
     )
     dashboard_log = STATE_DIR / "dashboard.log"
     dashboard = children.start("dashboard", _tweetpulse("dashboard", "--replay-minutes", "10"), dashboard_log)
     d = settings.dashboard
-    _say(f"live dashboard: http://{d.host}:{d.port}/ (pid {dashboard.pid}, log {dashboard_log})")
+    say(f"live dashboard: http://{d.host}:{d.port}/ (pid {dashboard.pid}, log {dashboard_log})")
     if improve:
         improve_in_background(settings, children)
     watch(settings)  # returns on Ctrl-C (its own SIGINT handler)

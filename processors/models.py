@@ -45,6 +45,7 @@ class ServedModel:
                 backoff = min(backoff * 2, 60.0)
 
     async def _follow_announcements(self) -> None:
+        # aiokafka (Faust's client, ~0.1 s to import): only a running worker follows announcements
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.settings.topics.models, 0)

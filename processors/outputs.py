@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tweetpulse.contracts import DeadLetter, LabelCounts, RawTweet, SentimentResult, utcnow
-from tweetpulse.processors import metrics
+from tweetpulse.processors import dlq, metrics
 from tweetpulse.processors.checkpoint import Output
 from tweetpulse.processors.classifier import Prediction
-from tweetpulse.processors.dlq import BadMessageError, dead_letter, dead_letter_key
 from tweetpulse.processors.weak_labels import WeakLabeler
 
 log = logging.getLogger(__name__)
@@ -44,19 +43,20 @@ class Outputs:
     def result(self, msg: Any, result: SentimentResult) -> Output:
         return Output(self.topics.sentiment, result.key, result.to_bytes(), msg)
 
-    def letter(self, msg: Any, bad: BadMessageError, max_bytes: int | None = None) -> DeadLetter:
-        """The dead letter of one raw record."""
+    def dead_letter(self, msg: Any, bad: dlq.BadMessageError, max_bytes: int | None = None) -> DeadLetter:
+        """The dead letter of one raw record (:func:`dlq.dead_letter`, the record's bytes bounded)."""
         kept = self.max_letter_bytes if max_bytes is None else max_bytes
-        return dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value, kept)
+        return dlq.dead_letter(bad, msg.topic, msg.partition, msg.offset, msg.key, msg.value, kept)
 
-    def dead_letter(self, msg: Any, letter: DeadLetter) -> Output:
-        return Output(self.topics.dlq, dead_letter_key(msg.key), letter.to_bytes(), msg)
+    def dead_letter_output(self, msg: Any, letter: DeadLetter) -> Output:
+        """The DLQ record that carries `letter`, the dead letter of raw record `msg`."""
+        return Output(self.topics.dlq, dlq.dead_letter_key(msg.key), letter.to_bytes(), msg)
 
     def inference_failed(
         self, good: list[tuple[Any, RawTweet]], exc: Exception
     ) -> list[tuple[Any, DeadLetter]]:
-        bad = BadMessageError("inference-error", f"model failed on this batch: {exc}")
-        return [(msg, self.letter(msg, bad)) for msg, _ in good]
+        bad = dlq.BadMessageError("inference-error", f"model failed on this batch: {exc}")
+        return [(msg, self.dead_letter(msg, bad)) for msg, _ in good]
 
     def weak_labels(self, tweets: Iterable[RawTweet]) -> list[Output]:
         if self.weak_labeler is None:
@@ -74,17 +74,18 @@ class Outputs:
             increment.window_start.timestamp(),
         )
 
-    def replacement(self, refused: Output, reason: str, error: str) -> Output | None:
-        """The dead letter that replaces an output too large for its topic (see checkpoint.py);
-        None when there is nothing smaller to send."""
+    def dead_letter_for_refused(self, refused: Output, reason: str, error: str) -> Output | None:
+        """The DLQ record that replaces an output too large for its topic (see checkpoint.py): the
+        dead letter of its source record; None when there is nothing smaller to send."""
         if refused.topic == self.topics.dlq:  # a dead letter too large: keep no original bytes at all
             if refused.source is None or b'"original_value_b64":""' in refused.value:
                 return None
-            letter = self.letter(refused.source, BadMessageError(reason, error), 0)
-            return Output(self.topics.dlq, dead_letter_key(refused.source.key), letter.to_bytes())
+            letter = self.dead_letter(refused.source, dlq.BadMessageError(reason, error), 0)
+            return Output(self.topics.dlq, dlq.dead_letter_key(refused.source.key), letter.to_bytes())
         if refused.source is None:  # a count event or weak label: small by construction, so a config issue
             return None
-        return self.dead_letter(refused.source, self.letter(refused.source, BadMessageError(reason, error)))
+        letter = self.dead_letter(refused.source, dlq.BadMessageError(reason, error))
+        return self.dead_letter_output(refused.source, letter)
 
     def observe(self, results: list[SentimentResult], letters: list[DeadLetter]) -> None:
         """Metrics of a batch's outputs; a log line per dead letter."""

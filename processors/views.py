@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from tweetpulse.contracts import LabelCounts
 from tweetpulse.processors import metrics
 from tweetpulse.processors.aggregates import WindowTotals
@@ -114,8 +116,6 @@ class WorkerViews:
         return self.app.web.json({"worker": self.worker_name, "counts": rows, "truncated": truncated})
 
     async def _metrics(self, request: Any) -> Any:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         return self.app.web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
+from confluent_kafka import Consumer, KafkaException
+
 from tweetpulse.contracts import ContractError, SentimentResult
 from tweetpulse.settings import Settings
 
@@ -91,8 +93,6 @@ def watch(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print results from the sentiment topic until Ctrl-C (or `limit` results); returns how many."""
-    from confluent_kafka import Consumer, KafkaException
-
     consumer = Consumer(
         settings.kafka.confluent_config(
             **{

@@ -6,25 +6,31 @@ import argparse
 import json
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
-from tweetpulse.cli import CommandError, with_overrides
+from pydantic import BaseModel, Field
+
+from tweetpulse.cli import CommandError
+from tweetpulse.options import add_command_options, add_settings_options
+from tweetpulse.retraining.run import retrain_once
+from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
 from tweetpulse.settings import RetrainSettings, Settings, SettingsError
+from tweetpulse.training.cli import check_sources  # torch-free
 from tweetpulse.training.presets import PRESETS  # torch-free
 
-# CLI option -> RetrainSettings field
-OVERRIDES = {
-    "data": "base_data",
-    "val": "val_file",
-    "preset": "preset",
-    "max_steps": "max_steps",
-    "max_base_samples": "max_base_samples",
-    "tolerance": "tolerance",
-    "min_accuracy": "min_accuracy",
-    "min_gate_examples": "min_gate_examples",
-    "work_dir": "work_dir",
-}
+
+class RetrainOptions(BaseModel):
+    """`tweetpulse retrain`'s own options (the retrain settings are options too)."""
+
+    every: str | None = Field(
+        None, description="keep running and retrain every DURATION (90s, 30m, 6h, 1d); none: one run"
+    )
+    on_drift: bool = Field(
+        False,
+        description="keep running, watch tweets.sentiment for drift (events go to tweets.drift) and retrain "
+        "early on any drift event, at most once per retrain.drift_cooldown_s",
+    )
+    at_start: bool = Field(False, description="with --every: run once right away, then every DURATION")
 
 
 def register(subparsers: Any) -> None:
@@ -41,57 +47,15 @@ def register(subparsers: Any) -> None:
         "kept. Every decision is appended with both scores to "
         "REGISTRY/retrain-decisions.jsonl. Without --every/--on-drift: one run (cron, Kubernetes "
         "CronJob) that prints the decision as JSON; exit status 0 when it promoted or kept production, "
-        "1 when the run failed. Settings: TWEETPULSE_RETRAIN__* (the options below override them).",
+        "1 when the run failed. Every retrain setting is an option (below).",
     )
-    p.add_argument(
-        "--every", metavar="DURATION", help="keep running and retrain every DURATION (90s, 30m, 6h, 1d)"
-    )
-    p.add_argument(
-        "--on-drift",
-        action="store_true",
-        help="keep running, watch tweets.sentiment for drift (events go to tweets.drift) and retrain early "
-        "on any drift event, at most once per retrain.drift_cooldown_s",
-    )
-    p.add_argument(
-        "--at-start", action="store_true", help="with --every: run once right away, then every DURATION"
-    )
-    p.add_argument(
-        "--data",
-        nargs="+",
-        metavar="SPEC",
-        help="base training data: files, builtin, hf:NAME, kafka:TOPIC (retrain.base_data; default builtin)",
-    )
-    p.add_argument(
-        "--val",
-        type=Path,
-        metavar="FILE",
-        help="the fixed validation file of the gate (retrain.val_file; default a seeded hold-out of the base data)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="training preset (retrain.preset; default distilled: production's teacher is kept)",
-    )
-    p.add_argument("--max-steps", type=int, help="cap on training steps (retrain.max_steps)")
-    p.add_argument(
-        "--max-base-samples", type=int, help="base examples used per run (retrain.max_base_samples)"
-    )
-    p.add_argument(
-        "--tolerance", type=float, help="accuracy a candidate may lose against production (retrain.tolerance)"
-    )
-    p.add_argument(
-        "--min-accuracy", type=float, help="absolute accuracy floor of a promotion (retrain.min_accuracy)"
-    )
-    p.add_argument(
-        "--min-gate-examples", type=int, help="smallest gate set that decides (retrain.min_gate_examples)"
-    )
-    p.add_argument("--work-dir", type=Path, help="keep checkpoints and exports here (retrain.work_dir)")
+    add_command_options(p, RetrainOptions)
+    add_settings_options(p, "retrain")
     p.set_defaults(handler=_retrain)
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     """Bad options, settings or files are refused before any run starts (one line, exit 2)."""
-    settings = with_overrides(args, settings, "retrain", OVERRIDES)
     _check_inputs(settings.retrain)
     if args.every is None and not args.on_drift:
         return _one_run(settings)
@@ -101,7 +65,6 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 def _check_inputs(conf: RetrainSettings) -> None:
     """What would only fail inside a run (logged as a failed decision): the preset, the gate file and
     the base data specs, from the options or the settings alike."""
-    from tweetpulse.training.cli import check_sources  # torch-free
 
     check_sources(list(conf.base_data))
     if conf.preset not in PRESETS:
@@ -117,7 +80,6 @@ def _check_inputs(conf: RetrainSettings) -> None:
 
 
 def _one_run(settings: Settings) -> int:
-    from tweetpulse.retraining.run import retrain_once
 
     decision = retrain_once(settings)
     print(json.dumps({"action": decision.action, "reason": decision.reason, "version": decision.new_version}))
@@ -125,7 +87,6 @@ def _one_run(settings: Settings) -> int:
 
 
 def _scheduled(args: argparse.Namespace, settings: Settings) -> int:
-    from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
 
     try:
         every = parse_duration(args.every) if args.every else None

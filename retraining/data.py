@@ -1,10 +1,11 @@
 """What a retraining run learns from: the base data plus the labeled topic, deduplicated and capped.
 
-Labeled messages are untrusted input, read and parsed by :mod:`tweetpulse.labeled` (the one rule,
-which ``tweetpulse train --data kafka:`` follows too): a message without a valid ``source``, dated in
-the future (beyond ``label_clock_skew_s``), or unreadable in any way is refused and counted by
-reason. Only the recency window is read, at most ``labeled_cap`` labels are held, and the read ends
-at the end offsets taken when it starts (the last stable offset under transactions).
+Labeled messages are untrusted input, read, parsed and selected by :mod:`tweetpulse.labeled` (the one
+reader and rule, which ``tweetpulse train --data kafka:`` follows too): a message without a valid
+``source``, dated in the future (beyond ``label_clock_skew_s``), or unreadable in any way is refused
+and counted by reason. Only the recency window is read, at most ``labeled_cap`` labels are held
+(human first, then newest), and the read ends at the end offsets taken when it starts (the last
+stable offset under transactions).
 
 How labels join the base data, and how much of the training set they may be: :func:`combine`. The
 gate set holds no text that the candidate or the production model was trained on.
@@ -24,8 +25,7 @@ from typing import NamedTuple
 from tweetpulse.contracts import LabeledTweet
 from tweetpulse.labeled import LabeledRead, read_labeled
 from tweetpulse.settings import RetrainSettings, Settings
-from tweetpulse.training.data import Example, load_source
-from tweetpulse.training.lineage import normalize_text, text_key
+from tweetpulse.training.data import Example, load_source, normalize_text, text_key
 from tweetpulse.tweetfiles import read_labeled as read_labeled_file
 
 log = logging.getLogger(__name__)
@@ -58,16 +58,6 @@ def read_labeled_tweets(
     now = now or datetime.now(UTC)
     since = now - timedelta(hours=conf.labeled_window_h)
     return read_labeled(settings, settings.topics.labeled, since, conf.labeled_cap, now, timeout)
-
-
-def select_labels(
-    labels: list[LabeledTweet], conf: RetrainSettings, now: datetime | None = None
-) -> list[LabeledTweet]:
-    """Labels inside the recency window, newest first, human before weak, at most ``labeled_cap``."""
-    since = (now or datetime.now(UTC)) - timedelta(hours=conf.labeled_window_h)
-    recent = [lab for lab in labels if lab.labeled_at >= since]
-    recent.sort(key=lambda lab: (lab.source != "human", -lab.labeled_at.timestamp()))
-    return recent[: conf.labeled_cap]
 
 
 def share_limits(base: int, human: int, weak: int, human_share: float, weak_share: float) -> tuple[int, int]:
@@ -230,14 +220,13 @@ def gather(
     """The run's training and gate sets; `exclude`: keys of the texts production was trained on."""
     conf = settings.retrain
     base, val, excluded = base_and_val(settings, exclude)
-    read = read_labeled_tweets(settings, now)
-    selected = select_labels(read.labels, conf, now)
-    train, counts = combine(base, selected, val, conf.weak_max_share, conf.human_max_share)
+    read = read_labeled_tweets(settings, now)  # the window, capped, human first, newest first
+    train, counts = combine(base, read.labels, val, conf.weak_max_share, conf.human_max_share)
     counts.update(
         labeled_messages=read.messages,
         labeled_refused=sum(read.refused.values()),
         **{f"labeled_refused_{reason.replace('-', '_')}": n for reason, n in sorted(read.refused.items())},
-        labeled_outside_window_or_cap=read.outside_window + read.over_cap + len(read.labels) - len(selected),
+        labeled_outside_window_or_cap=read.outside_window + read.over_cap,
         val=len(val),
         val_excluded_as_production_training=excluded,
     )

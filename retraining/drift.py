@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from confluent_kafka import Consumer, Producer
+
 from tweetpulse.contracts import ContractError, DriftEvent, SentimentResult
+from tweetpulse.kafka import producer_config
 from tweetpulse.offsets import drop_reached, watermarks
 from tweetpulse.settings import RetrainSettings, Settings
 
@@ -219,10 +222,6 @@ class DriftMonitor:
 
     def run(self, stop: threading.Event | None = None, until_caught_up: bool = False) -> list[DriftEvent]:
         """Follow the results until `stop` is set, or (`until_caught_up`) to the end offsets of now."""
-        from confluent_kafka import Consumer, Producer
-
-        from tweetpulse.kafka import producer_config
-
         topic = self.settings.topics.sentiment
         consumer = Consumer(
             self.settings.kafka.confluent_config(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tweetpulse.contracts import Label
 from tweetpulse.registry import VARIANTS, ArtifactError, ModelArtifact, ModelRegistry
+from tweetpulse.training.evaluate import evaluate_artifact
 from tweetpulse.training.lineage import NO_MODEL, Lineage, training_lineage
 
 if TYPE_CHECKING:
@@ -89,8 +90,6 @@ def candidate_artifact(folder: Path, fields: dict[str, Any]) -> ModelArtifact:
 
 def score_model(artifact: ModelArtifact, examples: list[tuple[str, Label]], variant: str = "fp32") -> Score:
     """Accuracy and macro-F1 of one variant of `artifact` on `examples`."""
-    from tweetpulse.training.evaluate import evaluate_artifact
-
     report = evaluate_artifact(artifact, examples, variant)
     return Score(report["accuracy"], report["macro_f1"], report["examples"])
 

@@ -30,7 +30,9 @@ from tweetpulse.retraining.gate import (
     too_small,
 )
 from tweetpulse.settings import Settings
-from tweetpulse.training.lineage import text_key
+from tweetpulse.training.data import text_key
+from tweetpulse.training.pipeline import train_and_export
+from tweetpulse.training.presets import PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +181,6 @@ def _train_candidate(
 ) -> tuple[Path, dict[str, Any]]:
     """Fine-tune and export (verified by the training pipeline's parity gates), without publishing.
     A distilled preset learns from `teacher` (production's) when given, else from its own."""
-    from tweetpulse.training.pipeline import train_and_export
-    from tweetpulse.training.presets import PRESETS, TrainConfig
-
     conf = settings.retrain
     train_file, val_file = gathered.write(work_dir / "data")
     config = TrainConfig(

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer, TopicPartition
+
 from tweetpulse.contracts import ContractError, DriftEvent
 from tweetpulse.offsets import watermarks
 from tweetpulse.retraining.drift import DriftMonitor
@@ -57,8 +59,6 @@ class DriftListener:
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
         topic = self.settings.topics.drift
         consumer = Consumer(
             self.settings.kafka.confluent_config(

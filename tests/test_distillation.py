@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyTrainingRun
+from conftest import TinyTrainingRun, require
 
 from tweetpulse.registry import VARIANTS, ModelArtifact, ModelRegistry
 from tweetpulse.settings import load_settings
-from tweetpulse.training.data import Example
+from tweetpulse.training.data import Example, text_key
 from tweetpulse.training.distill import Teacher, build_transfer_set, cached_logits
 from tweetpulse.training.export import SPEED_MARGIN
-from tweetpulse.training.lineage import TRAINING_KEYS, text_key
+from tweetpulse.training.lineage import TRAINING_KEYS
 
-pytest.importorskip("peft", reason="training needs the [train] extra")
+require("peft", "training needs the [train] extra")
 
 
 @dataclass(frozen=True)

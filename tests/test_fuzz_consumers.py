@@ -101,7 +101,7 @@ def test_every_raw_record_gets_one_result_or_one_dead_letter_that_its_readers_ac
         _classified(batch)
     else:
         (_, letter) = batch.letters[0]
-        DeadLetter.from_bytes(OUTPUTS.dead_letter(record, letter).value)
+        DeadLetter.from_bytes(OUTPUTS.dead_letter_output(record, letter).value)
         OUTPUTS.observe([], [letter])
 
 

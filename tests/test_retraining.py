@@ -31,14 +31,16 @@ from test_processors_pipeline import (  # the processors' worker harness (tests/
 
 from tweetpulse.contracts import DriftEvent, LabeledTweet, RawTweet, SentimentResult
 from tweetpulse.kafka import create_topics, pipeline_topics, producer_config
+from tweetpulse.labeled import NewestLabels
 from tweetpulse.processors.weak_labels import WeakLabeler, sampled, weak_label
 from tweetpulse.registry import ModelRegistry
-from tweetpulse.retraining.data import combine, normalize_text, read_labeled_tweets, select_labels, text_key
+from tweetpulse.retraining.data import combine, read_labeled_tweets
 from tweetpulse.retraining.drift import DriftDetector, DriftMonitor, Thresholds
 from tweetpulse.retraining.gate import GateRules, Score, decide
 from tweetpulse.retraining.run import DECISIONS, Decision, decisions, record, retrain_once
 from tweetpulse.retraining.scheduler import Schedule, parse_duration, run_scheduler
-from tweetpulse.settings import RetrainSettings, Settings, TopicSettings, load_settings
+from tweetpulse.settings import Settings, TopicSettings, load_settings
+from tweetpulse.training.data import normalize_text, text_key
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_STEPS = 30
@@ -119,15 +121,17 @@ def test_labels_outside_the_recency_window_or_over_the_cap_are_left_out() -> Non
     labels = [label(f"h{i}", f"human {i}", "positive", "human", hours_ago=i) for i in range(10)]
     labels += [label("old", "too old", "negative", "human", hours_ago=100)]
     labels += [label("w1", "weak one", "negative", "weak", hours_ago=0.1)]
-    conf = RetrainSettings(labeled_window_h=48, labeled_cap=5)
-    selected = select_labels(labels, conf)
+    kept = NewestLabels(cap=5, since=datetime.now(UTC) - timedelta(hours=48))  # the reader's rule
+    for lab in labels:
+        kept.add(lab)
     # human labels first, newest first; the old one and everything past the cap are dropped
-    assert [lab.id for lab in selected] == ["h0", "h1", "h2", "h3", "h4"]
+    assert [lab.id for lab in kept.best()] == ["h0", "h1", "h2", "h3", "h4"]
+    assert (kept.outside_window, kept.dropped) == (1, 6)
 
 
 def test_training_set_keeps_every_base_example_over_labels_human_over_weak_and_no_validation_text() -> None:
     base = [("Great day at the beach", "positive"), ("the VAL tweet", "negative"), ("base only", "negative")]
-    labels = [  # human first, newest first, as select_labels orders them
+    labels = [  # human first, newest first, as the reader orders them
         label("h", "great  day at the BEACH", "negative", "human"),  # on a base text: the base label stands
         label("h2", "fresh  news", "negative", "human"),
         label("w", "Great day at the beach", "positive", "weak"),
@@ -390,8 +394,12 @@ def test_retrain_command_refuses_a_bad_interval_or_setting_with_a_message(
 
     assert main(["retrain", "--every", "6x"]) == 2
     assert "invalid duration '6x'" in capsys.readouterr().err
-    assert main(["retrain", "--tolerance", "2"]) == 2
-    assert "tolerance" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage_error:  # a bound of the field: argparse's usage error
+        main(["retrain", "--tolerance", "2"])
+    assert usage_error.value.code == 2
+    assert (
+        "--tolerance: retrain.tolerance: input should be less than or equal to 1" in capsys.readouterr().err
+    )
 
 
 POSITIVE_WORDS = {"love", "great", "awesome", "happy", "thanks", "best", "amazing", "fun", "glad", "excited"}

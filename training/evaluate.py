@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tweetpulse.contracts import LABELS
+from tweetpulse.processors.classifier import Classifier
 from tweetpulse.registry import ArtifactError, ModelArtifact, ModelRegistry, load_artifact
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def evaluate_artifact(
     artifact: ModelArtifact, examples: list[Example], variant: str = "int8"
 ) -> dict[str, Any]:
     """Score `examples` with one variant of a published model, through the worker's classifier."""
-    from tweetpulse.processors.classifier import Classifier
-
     if not examples:
         raise ValueError("no labeled examples to evaluate")
     classifier = Classifier(artifact, provider="cpu", variant=variant)  # type: ignore[arg-type]
@@ -71,10 +70,10 @@ def evaluate_artifact(
 
 def plot_confusion(report: dict[str, Any], path: Path) -> Path:
     """The confusion matrix as a PNG, counts in the cells."""
-    import matplotlib
+    import matplotlib  # matplotlib: only with the train extra (evaluation itself needs only the base)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     matrix = np.array(report["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(4.5, 4))

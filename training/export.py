@@ -39,6 +39,7 @@ class ExportReport:
 
 def export_onnx(model: Any, tokenizer: Any, folder: Path, work_dir: Path) -> Path:
     """Optimum export of a merged PyTorch model into `folder` (fp32 optimized + int8 + tokenizer)."""
+    # optimum: only with the train extra (it loads torch and transformers)
     from optimum.exporters.onnx import onnx_export_from_model
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
@@ -85,6 +86,7 @@ def quantize_int8(source: Path, target: Path, scheme: str = "u8s8") -> Path:
     inference; declaring float as the default tensor type lets it quantize the fused graph. The
     result is checked by the accuracy gate, not trusted.
     """
+    # onnx (and onnxruntime.quantization, which needs it): only with the train extra
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch.nn import functional
 from transformers import (
     AutoModelForSequenceClassification,
@@ -22,7 +22,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from tweetpulse.training.base import ID2LABEL, LABEL2ID, target_modules
+from tweetpulse.training.base import ID2LABEL, LABEL2ID, bf16_native, target_modules
 from tweetpulse.training.data import Example, Splits
 from tweetpulse.training.distill import TransferSet
 from tweetpulse.training.presets import Preset
@@ -100,16 +100,6 @@ class DistillationTrainer(Trainer):
         outputs = model(**inputs)
         loss = distillation_loss(outputs.logits, labels, teacher, self.temperature, self.kd_weight)
         return (loss, outputs) if return_outputs else loss
-
-
-def bf16_native() -> bool:
-    """bf16 autocast pays off only where the hardware multiplies bf16 natively (CUDA Ampere+, or CPUs
-    with AMX / AVX-512 BF16); elsewhere it is emulated and slower than fp32. MPNet on a 2-core Xeon
-    with AMX: 1.14 s per 32-tweet training step in bf16 against 1.95 s in fp32."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
 
 
 def _accuracy(eval_pred: Any) -> dict[str, float]:
@@ -236,8 +226,6 @@ def finetune(
 
 def load_merged(base: str, adapter: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A saved LoRA adapter (with its classifier head) merged into its base model."""
-    from peft import PeftModel
-
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, ignore_mismatched_sizes=True
     )
@@ -263,10 +251,10 @@ def torch_logits(
 
 def plot_curve(log_history: list[dict[str, Any]], path: Path) -> Path:
     """Training loss and validation accuracy against the step, as a PNG."""
-    import matplotlib
+    import matplotlib  # matplotlib: slow to import, and only with the train extra
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     evals = [(e["step"], e["eval_accuracy"]) for e in log_history if "eval_accuracy" in e]

@@ -1,4 +1,5 @@
-"""What a model was trained on, as keys of normalized texts, so the gate never scores it on them.
+"""What a model was trained on, as keys of normalized texts (:func:`tweetpulse.training.data.text_key`),
+so the gate never scores it on them.
 
 A model the retrainer publishes carries ``training-keys.txt`` (one key per line, checksummed by its
 manifest like every file). A model from ``tweetpulse train`` records its data sources, seed, split
@@ -8,7 +9,6 @@ those and trusted only when the fingerprint matches. Anything else is unknown.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -16,27 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tweetpulse.training.data import DataError, Example, load_source, make_splits, text_key
+from tweetpulse.training.presets import PRESETS
+
 if TYPE_CHECKING:
     from tweetpulse.registry import ModelArtifact
     from tweetpulse.settings import Settings
-    from tweetpulse.training.data import Example
 
 log = logging.getLogger(__name__)
 
 TRAINING_KEYS = "training-keys.txt"
-_URL = re.compile(r"https?://\S+")
-_SPACE = re.compile(r"\s+")
 _SPLIT = re.compile(r"^(\d+(?:\.\d+)?)% split$")  # the pipeline's "val" when it held out a share
-
-
-def normalize_text(text: str) -> str:
-    """The dedupe key: case-folded, links dropped, whitespace collapsed."""
-    return _SPACE.sub(" ", _URL.sub(" ", text)).strip().casefold()
-
-
-def text_key(text: str) -> str:
-    """A short stable hash of the normalized text (64 bits: no collision at corpus sizes)."""
-    return hashlib.blake2b(normalize_text(text).encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,8 +67,6 @@ def rebuild_training_split(manifest: dict[str, Any], settings: Settings) -> list
     The manifest lacks ``--balance`` and ``--max-samples``, so the few values they can take are
     tried; only a split whose fingerprint equals the recorded one is returned.
     """
-    from tweetpulse.training.data import DataError, load_source
-
     data, fingerprint = manifest.get("data") or {}, manifest.get("data_fingerprint")
     specs, val_spec = data.get("train"), data.get("val")
     if not fingerprint or not isinstance(specs, list) or not isinstance(val_spec, str):
@@ -106,9 +94,6 @@ def _matching_split(
     fraction: float,
     fingerprint: str,
 ) -> list[Example] | None:
-    from tweetpulse.training.data import DataError, make_splits
-    from tweetpulse.training.presets import PRESETS
-
     metrics = manifest.get("metrics") or {}
     preset = PRESETS.get(str(manifest.get("preset")))
     caps = dict.fromkeys([metrics.get("train_examples"), preset.max_samples if preset else None, None])

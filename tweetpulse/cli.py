@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import operator
-import os
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import pydantic
-import pydantic_settings
 from confluent_kafka import KafkaException
+from pydantic import BaseModel, Field
 
 from tweetpulse import localkafka
 from tweetpulse.contracts import ContractError, write_json_schemas
 from tweetpulse.kafka import create_topics, describe_topics, list_topics
 from tweetpulse.logs import configure_logging, redact
+from tweetpulse.options import add_command_options, apply_settings
 from tweetpulse.registry import ArtifactError
-from tweetpulse.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from tweetpulse.settings import Settings, SettingsError, load_settings
 from tweetpulse.tweetfiles import TweetFileError
 
 USER_ERROR_EXIT = 2  # as argparse's own usage errors
@@ -56,57 +53,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(USER_ERROR_EXIT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le}
+class KafkaOptions(BaseModel):
+    """`tweetpulse kafka`'s own options."""
 
-
-def number(
-    kind: Callable[[str], Any],
-    at_least: float | None = None,
-    above: float | None = None,
-    at_most: float | None = None,
-) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)`` within the bounds, else a usage error naming them."""
-
-    bounds = [
-        (op, limit) for op, limit in ((">=", at_least), (">", above), ("<=", at_most)) if limit is not None
-    ]
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not all(_COMPARE[op](value, limit) for op, limit in bounds):
-            wanted = " and ".join(f"{op} {limit:g}" for op, limit in bounds)
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its own messages
-    return parse
-
-
-def with_overrides(
-    args: argparse.Namespace, settings: Settings, section: str, overrides: dict[str, str]
-) -> Settings:
-    """`settings` with the command-line options in `overrides` (option dest -> field of `section`)
-    applied to that section; a bad value is a SettingsError in one line naming the option and field."""
-    current = getattr(settings, section)
-    changes = {
-        field: getattr(args, dest) for dest, field in overrides.items() if getattr(args, dest) is not None
-    }
-    try:
-        updated = type(current).model_validate({**current.model_dump(), **changes})
-    except pydantic.ValidationError as exc:
-        options = {field: "--" + dest.replace("_", "-") for dest, field in overrides.items()}
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            name = f"{section}.{where}" if where else section
-            field = str(err["loc"][0]) if err["loc"] else ""
-            parts.append(f"{options[field]} ({name})" if field in changes else name)
-            parts[-1] += f": {err['msg']}"
-        raise SettingsError(f"invalid settings: {'; '.join(parts)}") from None
-    return settings.model_copy(update={section: updated})
+    port: int | None = Field(
+        None, ge=1, le=65_535, description="broker port (none: 9092, or TWEETPULSE_KAFKA_PORT)"
+    )
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,12 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a single-node KRaft broker on 127.0.0.1. State lives under ~/.local/state/tweetpulse.",
     )
     kafka.add_argument("action", choices=["start", "stop", "status"])
-    kafka.add_argument(
-        "--port",
-        type=number(int, at_least=1, at_most=65_535),
-        default=None,
-        help="broker port (default 9092 or TWEETPULSE_KAFKA_PORT)",
-    )
+    add_command_options(kafka, KafkaOptions)
     kafka.set_defaults(handler=_kafka)
 
     topics = sub.add_parser(
@@ -181,19 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in ROLE_MODULES:
         __import__(module_name, fromlist=["register"]).register(sub)
     return parser
-
-
-def load_cli_settings(config_file: str | None) -> Settings:
-    """The settings, with a broken config file or environment value raised as SettingsError."""
-    try:
-        return load_settings(config_file) if config_file else load_settings()
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"config file {os.environ.get(CONFIG_ENV)}: not valid TOML: {exc}") from None
-    except pydantic_settings.SettingsError as exc:  # a complex value (list, dict) that is not JSON
-        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        raise SettingsError(f"invalid settings: {exc}{cause}") from None
-    except OSError as exc:
-        raise SettingsError(f"config file {exc.filename or ''}: {exc.strerror or exc}") from None
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -247,10 +181,10 @@ def run_command(prog: str, handler: Callable[[], int | None], secrets: Sequence[
 
 
 def run_cli(prog: str, args: argparse.Namespace, handler: Handler) -> int:
-    """Load the settings (``args.config``), set up logging and run ``handler(args, settings)``, every
-    user error ending as one line on stderr."""
+    """Load the settings (``args.config``, then the settings options given), set up logging and run
+    ``handler(args, settings)``, every user error ending as one line on stderr."""
     try:
-        settings = load_cli_settings(args.config)
+        settings = apply_settings(args, load_settings(args.config))
     except SettingsError as exc:
         print(f"{prog}: {_one_line(str(exc))}", file=sys.stderr)
         return USER_ERROR_EXIT

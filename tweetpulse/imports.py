@@ -2,9 +2,10 @@
 test and ``python -m tweetpulse.imports`` (cycles, role edges, imports inside functions).
 
 The design it checks (README, "How the code is laid out"): roles depend on the core (``tweetpulse``),
-not on each other, except the edges in :data:`ROLE_EDGES`; no module-level cycles; an import inside
-a function only for an optional heavy dependency, with a one-line reason (a comment on its line or
-the line above).
+not on each other, except the edges in :data:`ROLE_EDGES`; no import cycles, counting imports inside
+functions; an import inside a function only for an optional heavy dependency, with a one-line reason
+(a comment on its line or the line above; it covers the imports right below it, with no blank line
+between).
 """
 
 from __future__ import annotations
@@ -70,12 +71,16 @@ def _read(module: Module, known: dict[str, Module]) -> None:
     tree = ast.parse(source)
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     inside = {id(n) for f in functions for n in ast.walk(f) if n is not f}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Import | ast.ImportFrom):
-            continue
+    imports = sorted(
+        (n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)), key=lambda n: n.lineno
+    )
+    reasoned_until = 0  # the last line of the latest deferred import with a reason
+    for node in imports:
         targets = _targets(node, module, known)
         if id(node) in inside:
-            reason = _has_reason(lines, node.lineno)
+            # a reason covers the imports right below it too (one block, no blank line between)
+            reason = _has_reason(lines, node.lineno) or reasoned_until == node.lineno - 1
+            reasoned_until = (node.end_lineno or node.lineno) if reason else 0
             base = targets[0] if targets else _external(node)
             module.deferred.append((node.lineno, base, reason))
         elif not _type_checking_only(tree, node):

@@ -117,14 +117,9 @@ _FINAL_FAILURES = _FinalFailures()
 
 @dataclass(frozen=True)
 class TopicSpec:
-    name: str
-    partitions: int
-    replication_factor: int
-    config: dict[str, str]
+    """A topic's partitions, replication factor and non-default configs: what :func:`create_topics`
+    creates and what :func:`describe_topics` reads back."""
 
-
-@dataclass(frozen=True)
-class TopicInfo:
     name: str
     partitions: int
     replication_factor: int
@@ -229,7 +224,7 @@ def list_topics(settings: Settings, timeout: float = 10.0) -> list[str]:
     return sorted(name for name in metadata.topics if not name.startswith("__"))
 
 
-def describe_topics(settings: Settings, names: list[str], timeout: float = 10.0) -> list[TopicInfo]:
+def describe_topics(settings: Settings, names: list[str], timeout: float = 10.0) -> list[TopicSpec]:
     admin = admin_client(settings)
     metadata = cluster_metadata(admin, timeout)
     missing = [n for n in names if n not in metadata.topics]
@@ -246,7 +241,7 @@ def describe_topics(settings: Settings, names: list[str], timeout: float = 10.0)
         non_default = {
             k: v.value for k, v in configs[name].items() if not v.is_default and v.value is not None
         }
-        infos.append(TopicInfo(name, len(partitions), replicas, non_default))
+        infos.append(TopicSpec(name, len(partitions), replicas, non_default))
     return infos
 
 

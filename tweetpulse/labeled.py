@@ -1,7 +1,7 @@
 """The one reader and parser of labeled-topic messages (contract :class:`LabeledTweet`).
 
-Both consumers of labeled data use them, so one rule decides what is used: retraining
-(``tweetpulse.retraining.data``, the recency window of ``tweets.labeled``) and
+Both consumers of labeled data use them, and :class:`NewestLabels`, so one rule decides what is
+used: retraining (``tweetpulse.retraining.data``, the recency window of ``tweets.labeled``) and
 ``tweetpulse train --data kafka:TOPIC`` (``tweetpulse.training.data``, a whole topic).
 
 Every message is untrusted input. Whatever its bytes, :func:`parse_labeled` returns a tweet or a
@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from tweetpulse.contracts import MAX_TIME, MIN_TIME, LabeledTweet, describe_validation_error
+from tweetpulse.offsets import drop_reached, watermarks
 
 if TYPE_CHECKING:
     from tweetpulse.settings import Settings
@@ -129,16 +131,22 @@ class LabeledRead:
 
 
 class NewestLabels:
-    """At most `cap` labels (None: all), preferring human ones, then newer ones (a heap: memory stays
+    """The labels a read keeps, the one selection rule: those labeled at or after `since` (None: all),
+    at most `cap` of them (None: all), preferring human ones, then newer ones (a heap: memory stays
     bounded)."""
 
-    def __init__(self, cap: int | None) -> None:
+    def __init__(self, cap: int | None, since: datetime | None = None) -> None:
         self.cap = cap
+        self.since = since
         self.heap: list[tuple[bool, float, int, LabeledTweet]] = []
         self.order = itertools.count()  # tie-breaker: LabeledTweets do not compare
         self.dropped = 0
+        self.outside_window = 0
 
     def add(self, label: LabeledTweet) -> None:
+        if self.since is not None and label.labeled_at < self.since:
+            self.outside_window += 1
+            return
         item = (label.source == "human", label.labeled_at.timestamp(), next(self.order), label)
         if self.cap is None or len(self.heap) < self.cap:
             heapq.heappush(self.heap, item)
@@ -148,6 +156,7 @@ class NewestLabels:
             heapq.heapreplace(self.heap, item)
 
     def best(self) -> list[LabeledTweet]:
+        """The kept labels, human first, newest first."""
         return [item[-1] for item in sorted(self.heap, reverse=True)]
 
 
@@ -168,8 +177,6 @@ def read_labeled(
     message read never reaches the end offset. Only committed transactions are read. Raises
     ValueError for a missing topic and TimeoutError when reading makes no progress for `timeout`.
     """
-    from confluent_kafka import Consumer
-
     now = now or datetime.now(UTC)
     consumer = Consumer(
         settings.kafka.confluent_config(
@@ -182,16 +189,14 @@ def read_labeled(
         )
     )
     read = LabeledRead([])
-    kept = NewestLabels(cap)
+    kept = NewestLabels(cap, since)
     skew_s = settings.retrain.label_clock_skew_s
     try:
         ends = _seek(consumer, topic, since, timeout)
-        _consume_to_ends(
-            consumer, topic, ends, timeout, lambda msg: _take(msg, read, kept, since, now, skew_s)
-        )
+        _consume_to_ends(consumer, topic, ends, timeout, lambda msg: _take(msg, read, kept, now, skew_s))
     finally:
         consumer.close()
-    read.labels, read.over_cap = kept.best(), kept.dropped
+    read.labels, read.over_cap, read.outside_window = kept.best(), kept.dropped, kept.outside_window
     if read.refused:
         log.warning(
             "labeled messages refused",
@@ -203,10 +208,6 @@ def read_labeled(
 def _seek(consumer: Any, topic: str, since: datetime | None, timeout: float) -> dict[int, int]:
     """Assign every partition from the first message at or after `since` (None: its first message);
     returns partition -> end offset."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    from tweetpulse.offsets import watermarks
-
     marks = {p: (low, high) for p, (low, high) in watermarks(consumer, topic, timeout).items() if high > low}
     if not marks:
         return {}
@@ -228,10 +229,6 @@ def _consume_to_ends(
     consumer: Any, topic: str, ends: dict[int, int], timeout: float, handle: Callable[[Any], None]
 ) -> None:
     """Feed every message before `ends` to `handle`; raises TimeoutError if reading stalls."""
-    from confluent_kafka import KafkaError
-
-    from tweetpulse.offsets import drop_reached
-
     remaining = dict(ends)
     deadline = time.monotonic() + timeout
     while remaining:
@@ -255,9 +252,7 @@ def _consume_to_ends(
         drop_reached(consumer, topic, remaining)
 
 
-def _take(
-    msg: Any, read: LabeledRead, kept: NewestLabels, since: datetime | None, now: datetime, skew_s: float
-) -> None:
+def _take(msg: Any, read: LabeledRead, kept: NewestLabels, now: datetime, skew_s: float) -> None:
     read.messages += 1
     parsed = parse_labeled(msg.value(), msg.timestamp()[1], now, skew_s)
     if isinstance(parsed, Refusal):
@@ -267,7 +262,5 @@ def _take(
                 "labeled message refused",
                 extra={"partition": msg.partition(), "offset": msg.offset(), "reason": str(parsed)},
             )
-    elif since is not None and parsed.labeled_at < since:
-        read.outside_window += 1
     else:
         kept.add(parsed)

@@ -8,10 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from pydantic import BaseModel, Field
+
+from tweetpulse.options import add_command_options, add_settings_options
 from tweetpulse.registry import MANIFEST, ArtifactError, ModelRegistry, announce_production
 from tweetpulse.settings import Settings
+
+
+class ModelsOptions(BaseModel):
+    """`tweetpulse models`'s own options."""
+
+    announce: bool = Field(
+        True,
+        description="promote/rollback: announce on the models topic (--no-announce: running processors keep "
+        "their model)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,19 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("action", choices=["list", "show", "promote", "rollback"])
     parser.add_argument("version", nargs="?", help="version name, e.g. v0003 (show, promote)")
-    parser.add_argument(
-        "--registry", type=Path, help="registry root (default: registry.root, env TWEETPULSE_REGISTRY__ROOT)"
-    )
-    parser.add_argument(
-        "--no-announce",
-        action="store_true",
-        help="promote/rollback: do not announce on the models topic (running processors keep their model)",
-    )
+    add_command_options(parser, ModelsOptions)
+    add_settings_options(parser, "registry")
     parser.set_defaults(handler=_models)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
-    registry = ModelRegistry(args.registry or settings.registry.root)
+    registry = ModelRegistry(settings.registry.root)
     try:
         if args.action == "list":
             print(_listing(registry))
@@ -45,7 +51,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(_show(registry, args.version), indent=2, sort_keys=True))
         else:
             version = _change_production(registry, args.action, args.version)
-            if not args.no_announce:
+            if args.announce:
                 announce_production(settings, version, registry_root=registry.root)
             print(f"production: {version}")
     except (ArtifactError, OSError) as exc:  # OSError: e.g. a registry mounted read-only

@@ -36,6 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from confluent_kafka import Producer
+
+from tweetpulse.contracts import ModelAnnouncement
+from tweetpulse.kafka import producer_config
+
 if TYPE_CHECKING:
     from tweetpulse.settings import Settings
 
@@ -528,11 +533,6 @@ def announce_production(
     settings: Settings, version: str, timeout: float = 30.0, registry_root: str | Path | None = None
 ) -> None:
     """Tell running processors (compacted topic, key ``production``) which version to serve."""
-    from confluent_kafka import Producer
-
-    from tweetpulse.contracts import ModelAnnouncement
-    from tweetpulse.kafka import producer_config
-
     validate_version(version)
     root = registry_root if registry_root is not None else settings.registry.root
     message = ModelAnnouncement(version=version, registry_root=str(root))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,17 +34,30 @@ class KafkaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
-    ssl_certificate_location: Path | None = None
-    ssl_key_location: Path | None = None
-    ssl_key_password: SecretStr | None = None
-    client_id: str = "tweetpulse"
-    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", min_length=1, description="Kafka brokers, host:port, comma-separated"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism (required with SASL_*)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_ca_location: Path | None = Field(
+        None, description="CA certificate file that signs the brokers' certificates"
+    )
+    ssl_certificate_location: Path | None = Field(None, description="client certificate file (mutual TLS)")
+    ssl_key_location: Path | None = Field(None, description="client private key file (mutual TLS)")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="password of the client private key (never logged)"
+    )
+    client_id: str = Field("tweetpulse", description="client.id every Kafka client sends")
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="more librdkafka settings, passed through as is (env: a JSON object)",
+    )
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -95,22 +107,34 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    raw: str = "tweets.raw"
-    sentiment: str = "tweets.sentiment"
-    dlq: str = "tweets.dlq"
-    aggregates: str = "tweets.sentiment.agg"
-    models: str = "tweetpulse.models"
-    labeled: str = "tweets.labeled"  # human feedback and weak labels, for retraining
-    drift: str = "tweets.drift"  # drift events that can trigger a retrain
-    partitions: int = Field(6, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=32)
+    raw: str = Field("tweets.raw", description="raw tweets, the producers' output and the processors' input")
+    sentiment: str = Field("tweets.sentiment", description="one classification result per tweet")
+    dlq: str = Field(
+        "tweets.dlq", description="dead letters: input that could not be classified, with the reason"
+    )
+    aggregates: str = Field("tweets.sentiment.agg", description="label counts per window and tag")
+    models: str = Field(
+        "tweetpulse.models",
+        description="model announcements (compacted): workers hot-swap to the announced version",
+    )
+    labeled: str = Field("tweets.labeled", description="human feedback and weak labels, for retraining")
+    drift: str = Field("tweets.drift", description="drift events that can trigger a retrain")
+    partitions: int = Field(
+        6,
+        ge=1,
+        le=10_000,
+        description="partitions of each topic created (the most workers that share the raw topic)",
+    )
+    replication_factor: int = Field(1, ge=1, le=32, description="replicas of each topic created")
 
 
 class RegistrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    root: Path = (
-        Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tweetpulse" / "models"
+    root: Path = Field(
+        Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tweetpulse" / "models",
+        description="model registry folder (versions, the production pointer, the decisions log)",
+        json_schema_extra={"cli": ["--registry"]},
     )
 
 
@@ -124,23 +148,38 @@ class TwitterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bearer_token: SecretStr | None = Field(default_factory=_bearer_token_from_env, validate_default=True)
+    bearer_token: SecretStr | None = Field(
+        default_factory=_bearer_token_from_env,
+        validate_default=True,
+        description="X API bearer token (also X_BEARER_TOKEN or TWITTER_BEARER_TOKEN; never logged)",
+    )
     api_base_url: str | None = Field(
-        None, pattern=r"^https?://", description="None: tweepy's api.twitter.com"
+        None, pattern=r"^https?://", description="X API base URL (none: tweepy's api.twitter.com)"
     )
     rules: list[str] = Field(default_factory=list, description="filtered-stream rules, 'VALUE:TAG' each")
     keepalive_timeout_s: float = Field(25.0, gt=0, description="X sends a keep-alive every 20 s")
     dedupe_window: int = Field(
         100_000, ge=1, le=1_000_000, description="recent tweet ids remembered to drop replays (~150 B each)"
     )
-    network_backoff_step_s: float = Field(0.25, gt=0)
-    network_backoff_max_s: float = Field(16.0, gt=0)
-    http_backoff_start_s: float = Field(5.0, gt=0)
-    http_backoff_max_s: float = Field(320.0, gt=0)
-    rate_limit_backoff_start_s: float = Field(60.0, gt=0)
-    rate_limit_wait_max_s: float = Field(900.0, gt=0)
-    search_interval_s: float = Field(15.0, gt=0)
-    search_max_results: int = Field(100, ge=10, le=100)
+    network_backoff_step_s: float = Field(
+        0.25, gt=0, description="a network error's backoff grows by this per retry"
+    )
+    network_backoff_max_s: float = Field(16.0, gt=0, description="longest network-error backoff")
+    http_backoff_start_s: float = Field(
+        5.0, gt=0, description="first backoff after an HTTP error, doubled per retry"
+    )
+    http_backoff_max_s: float = Field(320.0, gt=0, description="longest HTTP-error backoff")
+    rate_limit_backoff_start_s: float = Field(
+        60.0, gt=0, description="first backoff after a 429 without a reset time, doubled per retry"
+    )
+    rate_limit_wait_max_s: float = Field(900.0, gt=0, description="longest wait for a rate-limit reset")
+    search_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="seconds between recent-search polls",
+        json_schema_extra={"cli": ["--interval"]},
+    )
+    search_max_results: int = Field(100, ge=10, le=100, description="results per recent-search page")
     search_max_pages: int = Field(
         10, ge=1, le=1_000, description="next_token pages read per poll; older matches past them are skipped"
     )
@@ -151,19 +190,35 @@ class DashboardSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8088, ge=1, le=65_535)
-    processor_group: str | None = Field(None, min_length=1)  # lag is shown for it; None: processor.app_id
-    replay_minutes: int = Field(0, ge=0, le=1_440)  # 0: start at the end of the sentiment topic
-    window_minutes: int = Field(60, ge=1, le=1_440)  # per-minute buckets kept
-    latest_tweets: int = Field(50, ge=1, le=1_000)
-    max_tags: int = Field(12, ge=1, le=100)  # tags shown; at most 50x that many are tracked
-    lag_interval_s: float = Field(5.0, gt=0, le=3_600)
-    push_interval_s: float = Field(1.0, gt=0, le=60)
-    max_clients: int = Field(100, ge=1, le=10_000)  # open event streams; more get 503
-    # Host header names answered besides loopback names and the bound address (DNS rebinding guard);
-    # "*" answers any Host (behind a proxy that checks it). Env: a JSON list.
-    allowed_hosts: list[str] = Field(default_factory=list, max_length=1_000)
+    host: str = Field("127.0.0.1", description="address the dashboard listens on (0.0.0.0: all)")
+    port: int = Field(8088, ge=1, le=65_535, description="port the dashboard listens on")
+    processor_group: str | None = Field(
+        None,
+        min_length=1,
+        description="consumer group of the processors, whose lag on the raw topic is shown; none: processor.app_id",
+        json_schema_extra={"cli": ["--group"]},
+    )
+    replay_minutes: int = Field(
+        0, ge=0, le=1_440, description="start with the results of the last N minutes (0: only new ones)"
+    )
+    window_minutes: int = Field(
+        60, ge=1, le=1_440, description="minutes of per-minute history kept and charted"
+    )
+    latest_tweets: int = Field(50, ge=1, le=1_000, description="latest classified tweets shown")
+    max_tags: int = Field(12, ge=1, le=100, description="tags shown; at most 50x that many are tracked")
+    lag_interval_s: float = Field(
+        5.0, gt=0, le=3_600, description="seconds between measurements of the processors' consumer lag"
+    )
+    push_interval_s: float = Field(
+        1.0, gt=0, le=60, description="seconds between updates pushed to each open page"
+    )
+    max_clients: int = Field(100, ge=1, le=10_000, description="open event streams at once; more get 503")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description="host names the page is served under besides loopback names and IP addresses, e.g. a proxy's; other Host headers get 421 (DNS rebinding guard); '*' answers any (env: a JSON list)",
+        json_schema_extra={"cli": ["--allowed-host"]},
+    )
 
     @model_validator(mode="after")
     def _host_names(self) -> DashboardSettings:
@@ -181,24 +236,50 @@ class ProcessorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    app_id: str = Field("tweetpulse-processor", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    batch_size: int = Field(128, ge=1, le=10_000)  # most tweets one model call sees
-    batch_wait_s: float = Field(0.01, gt=0, le=60)  # longest wait to fill a fetch (consume()) from Kafka
-    inference_chunk: int = Field(64, ge=1, le=4_096)  # most texts in one ONNX Runtime run (see pad_budget)
-    inference_workers: int = Field(2, ge=1, le=64)  # model calls running at once (threads)
-    ort_threads: int = Field(0, ge=0, le=256)  # intra-op threads per call; 0: cores / inference_workers
+    app_id: str = Field(
+        "tweetpulse-processor",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the workers' consumer group; workers with the same app id share the raw topic's partitions",
+    )
+    batch_size: int = Field(128, ge=1, le=10_000, description="most tweets one model call sees")
+    batch_wait_s: float = Field(
+        0.01,
+        gt=0,
+        le=60,
+        description="longest wait to fill a fetch (consume()) from Kafka",
+        json_schema_extra={"cli": ["--batch-wait"]},
+    )
+    inference_chunk: int = Field(
+        64, ge=1, le=4_096, description="most texts in one ONNX Runtime run (see pad_budget)"
+    )
+    inference_workers: int = Field(2, ge=1, le=64, description="model calls running at once (threads)")
+    ort_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="intra-op threads per call; 0: cores / inference_workers",
+        json_schema_extra={"cli": ["--threads"]},
+    )
 
     def intra_op_threads(self) -> int:
         """ONNX Runtime threads per model call: explicit, or the cores shared by the inference workers."""
         return self.ort_threads or max(1, (os.cpu_count() or 1) // self.inference_workers)
 
-    provider: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
-    model_variant: Literal["auto", "int8", "fp32"] = "auto"  # auto: int8 on CPU, fp32 on CUDA
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="ONNX Runtime execution provider (auto: CUDA when a GPU is present)"
+    )
+    model_variant: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="model graph served (auto: int8 on CPU, fp32 on CUDA)",
+        json_schema_extra={"cli": ["--variant"]},
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "exactly_once",
         description="exactly_once: each input's outputs are committed once, in one Kafka transaction with "
         "its offsets (read_committed readers see them once); at_least_once: a worker that dies has its "
         "last commit interval's input classified again",
+        json_schema_extra={"cli": ["--guarantee"]},
     )
     transactional_id: str | None = Field(
         None,
@@ -210,22 +291,36 @@ class ProcessorSettings(BaseModel):
     fetch_max_records: int = Field(
         512, ge=1, le=100_000, description="most records one fetch hands the agents"
     )
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, ge=1, le=65_535)  # status, counts and /metrics; one per worker
-    datadir: Path | None = None  # Faust state; None: a temporary folder per worker process
-    agg_window_s: int = Field(60, ge=1, le=86_400)  # tumbling window of the label counts
-    agg_expires_s: int = Field(600, ge=1, le=604_800)  # windows kept this long, then dropped
+    web_host: str = Field(
+        "127.0.0.1", description="interface of each worker's web views (health, status, metrics)"
+    )
+    web_port: int = Field(6066, ge=1, le=65_535, description="status, counts and /metrics; one per worker")
+    datadir: Path | None = Field(None, description="Faust state; None: a temporary folder per worker process")
+    agg_window_s: int = Field(60, ge=1, le=86_400, description="tumbling window of the label counts")
+    agg_expires_s: int = Field(600, ge=1, le=604_800, description="windows kept this long, then dropped")
     # Tags per window; more count as "(other)", as do tags past 900 KB of text (aggregates.MAX_TAG_BYTES):
     # a window's counts are one record, below Kafka's default 1 MiB limit.
-    agg_max_tags: int = Field(5_000, ge=1, le=50_000)
+    agg_max_tags: int = Field(
+        5_000,
+        ge=1,
+        le=50_000,
+        description="tags counted per window; more count as '(other)', as do tags past 900 KB of text",
+    )
     # The count agent's writes (window totals to the changelog and tweets.sentiment.agg), whatever
     # arrives on the count-events topic: past this rate it waits, and its input partitions pause.
     # Legit load writes 2 x a window's total per count event: 3 workers flushing 2 windows of
     # 900 KB (the tag-text bound) each second is 10.8 MB/s.
-    agg_write_bytes_per_s: int = Field(16_000_000, ge=10_000, le=1_000_000_000)
-    session_timeout_s: float = Field(30.0, gt=0)  # a dead worker's partitions move after this
-    heartbeat_interval_s: float = Field(3.0, gt=0)
-    rebalance_timeout_s: float = Field(60.0, gt=0)
+    agg_write_bytes_per_s: int = Field(
+        16_000_000,
+        ge=10_000,
+        le=1_000_000_000,
+        description="most bytes a second the count agent writes (window totals); past it the count-event partitions pause",
+    )
+    session_timeout_s: float = Field(30.0, gt=0, description="a dead worker's partitions move after this")
+    heartbeat_interval_s: float = Field(3.0, gt=0, description="consumer group heartbeat interval")
+    rebalance_timeout_s: float = Field(
+        60.0, gt=0, description="longest a rebalance waits for a worker to rejoin"
+    )
     commit_interval_s: float = Field(
         0.1,
         gt=0,
@@ -233,11 +328,25 @@ class ProcessorSettings(BaseModel):
         description="how often outputs and their input offsets are committed together (exactly_once: "
         "how long read_committed readers may wait for a result)",
     )
-    lag_interval_s: float = Field(5.0, gt=0)
+    lag_interval_s: float = Field(
+        5.0, gt=0, description="seconds between lag measurements (metrics and /livez)"
+    )
     # Untrusted input: work is bounded before parsing, and a dead letter always fits on its topic.
-    max_message_bytes: int = Field(64 * 1024, ge=1_024, le=16 * 1024 * 1024)  # larger: oversized-message
-    max_json_depth: int = Field(16, ge=2, le=1_000)  # deeper arrays/objects: too-deep
-    dlq_max_value_bytes: int = Field(8 * 1024, ge=0, le=1024 * 1024)  # original bytes kept per dead letter
+    max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1_024,
+        le=16 * 1024 * 1024,
+        description="largest raw record classified; larger ones are dead-lettered as oversized-message",
+    )
+    max_json_depth: int = Field(
+        16,
+        ge=2,
+        le=1_000,
+        description="deepest JSON nesting parsed; deeper input is dead-lettered as too-deep",
+    )
+    dlq_max_value_bytes: int = Field(
+        8 * 1024, ge=0, le=1024 * 1024, description="original bytes kept per dead letter"
+    )
     buffer_max_bytes: int = Field(
         128 * 1024 * 1024,
         ge=4 * 1024 * 1024,
@@ -247,11 +356,17 @@ class ProcessorSettings(BaseModel):
         "fetches while the record values it holds until they are produced pass it",
     )
     # A worker that cannot make progress exits (named exit codes, see processors/exits.py).
-    send_timeout_s: float = Field(60.0, gt=0)  # transient send errors retry this long, then exit
-    inference_timeout_s: float = Field(60.0, gt=0)  # one model call
-    stall_timeout_s: float = Field(180.0, gt=0)  # tweets in flight and no batch finished
-    shutdown_grace_s: float = Field(25.0, gt=0, le=3_600)  # SIGTERM: stopped within this, in any state
-    liveness_timeout_s: float = Field(120.0, gt=0)  # /livez fails: output uncommitted this long, or lag
+    send_timeout_s: float = Field(60.0, gt=0, description="transient send errors retry this long, then exit")
+    inference_timeout_s: float = Field(
+        60.0, gt=0, description="longest one model call may run before the worker exits as stuck"
+    )
+    stall_timeout_s: float = Field(180.0, gt=0, description="tweets in flight and no batch finished")
+    shutdown_grace_s: float = Field(
+        25.0, gt=0, le=3_600, description="SIGTERM: stopped within this, in any state"
+    )
+    liveness_timeout_s: float = Field(
+        120.0, gt=0, description="/livez fails: output uncommitted this long, or lag"
+    )
 
     @model_validator(mode="after")
     def _stall_outlasts_a_batch(self) -> ProcessorSettings:
@@ -270,32 +385,64 @@ class RetrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_data: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1)  # training specs
-    max_base_samples: int | None = Field(20_000, ge=1)  # base examples kept per run (seeded sample)
-    val_file: Path | None = None  # the fixed gate set; None: a seeded hold-out of the base data
-    max_val_samples: int | None = Field(2_000, ge=1)
-    preset: str = "distilled"  # MiniLM taught by production's teacher (`best` is MPNet, ~17x slower)
-    max_steps: int | None = Field(None, ge=1)
-    work_dir: Path | None = None  # keep checkpoints and exports here; None: a temporary folder
-    labeled_cap: int = Field(50_000, ge=0)  # newest labeled-topic examples used per run
-    labeled_window_h: float = Field(24 * 30, gt=0)  # labels older than this are left out
-    weak_max_share: float = Field(0.3, ge=0, le=1)  # weak labels' largest share of the training set
-    human_max_share: float = Field(0.5, ge=0, le=1)  # human labels' too: feedback is untrusted input
+    base_data: list[str] = Field(
+        default_factory=lambda: ["builtin"],
+        min_length=1,
+        description="base training data: files, builtin, hf:NAME, kafka:TOPIC",
+        json_schema_extra={"cli": ["--data"]},
+    )
+    max_base_samples: int | None = Field(
+        20_000, ge=1, description="base examples kept per run (seeded sample)"
+    )
+    val_file: Path | None = Field(
+        None,
+        description="the fixed validation file of the gate; none: a seeded hold-out of the base data",
+        json_schema_extra={"cli": ["--val"]},
+    )
+    max_val_samples: int | None = Field(2_000, ge=1, description="gate examples kept per run (seeded sample)")
+    preset: str = Field(
+        "distilled",
+        description="training preset of each run (distilled: MiniLM taught by production's teacher; best is MPNet, ~17x slower)",
+    )
+    max_steps: int | None = Field(None, ge=1, description="cap on training steps per run")
+    work_dir: Path | None = Field(
+        None, description="keep checkpoints and exports here; None: a temporary folder"
+    )
+    labeled_cap: int = Field(50_000, ge=0, description="newest labeled-topic examples used per run")
+    labeled_window_h: float = Field(24 * 30, gt=0, description="labels older than this are left out")
+    weak_max_share: float = Field(
+        0.3, ge=0, le=1, description="weak labels' largest share of the training set"
+    )
+    human_max_share: float = Field(
+        0.5, ge=0, le=1, description="human labels' too: feedback is untrusted input"
+    )
     # (all topic labels together: at most the larger of the two shares, whatever source they claim)
-    label_clock_skew_s: float = Field(300, ge=0)  # labels dated further in the future are refused
-    tolerance: float = Field(0.005, ge=0, le=1)  # a candidate may be this much less accurate
-    min_accuracy: float = Field(0.75, ge=0, le=1)  # absolute floor: no candidate below it is promoted
-    min_gate_examples: int = Field(200, ge=1)  # smaller gate sets decide nothing (production kept)
-    gate_variant: Literal["fp32", "int8"] = "fp32"  # graph scored by the gate (int8 is gated at export)
-    weak_labels: bool = False  # the processors emit emoticon/emoji (distant supervision) labels
-    weak_label_rate: float = Field(0.1, ge=0, le=1)  # share of cue-bearing tweets they emit
-    drift_window_s: int = Field(300, ge=1)  # tumbling window of the drift statistics
-    drift_min_count: int = Field(200, ge=1)  # smaller windows are not compared
-    drift_reference_windows: int = Field(3, ge=1)  # first full windows that form the reference
-    drift_positive_rate_delta: float = Field(0.15, gt=0, le=1)  # absolute change that is drift
-    drift_confidence_delta: float = Field(0.1, gt=0, le=1)
-    drift_cooldown_s: float = Field(3_600, ge=0)  # least time between drift-triggered retrains
-    drift_max_open_windows: int = Field(288, ge=1)  # beyond it the oldest open window is closed early
+    label_clock_skew_s: float = Field(300, ge=0, description="labels dated further in the future are refused")
+    tolerance: float = Field(0.005, ge=0, le=1, description="a candidate may be this much less accurate")
+    min_accuracy: float = Field(
+        0.75, ge=0, le=1, description="absolute floor: no candidate below it is promoted"
+    )
+    min_gate_examples: int = Field(
+        200, ge=1, description="smaller gate sets decide nothing (production kept)"
+    )
+    gate_variant: Literal["fp32", "int8"] = Field(
+        "fp32", description="graph scored by the gate (int8 is gated at export)"
+    )
+    weak_labels: bool = Field(
+        False, description="the processors emit emoticon/emoji (distant supervision) labels"
+    )
+    weak_label_rate: float = Field(0.1, ge=0, le=1, description="share of cue-bearing tweets they emit")
+    drift_window_s: int = Field(300, ge=1, description="tumbling window of the drift statistics")
+    drift_min_count: int = Field(200, ge=1, description="tweets a drift window needs to be compared")
+    drift_reference_windows: int = Field(3, ge=1, description="first full windows that form the reference")
+    drift_positive_rate_delta: float = Field(0.15, gt=0, le=1, description="absolute change that is drift")
+    drift_confidence_delta: float = Field(
+        0.1, gt=0, le=1, description="absolute change of the mean confidence that is drift"
+    )
+    drift_cooldown_s: float = Field(3_600, ge=0, description="least time between drift-triggered retrains")
+    drift_max_open_windows: int = Field(
+        288, ge=1, description="beyond it the oldest open window is closed early"
+    )
 
 
 class Settings(BaseSettings):
@@ -313,8 +460,12 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="log level of every role"
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line; text: for people"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -359,9 +510,3 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     except OSError as exc:  # the config file exists but cannot be read (permissions, a directory race)
         name = exc.filename or os.environ.get(CONFIG_ENV)
         raise SettingsError(f"config file {name}: {exc.strerror or exc}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Process-wide settings, loaded once."""
-    return load_settings()
