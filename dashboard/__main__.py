@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from tweetpulse.cli import Parser, run_cli
+from tweetpulse.cli import Parser, add_config_option, run_cli
 from tweetpulse.dashboard.cli import DESCRIPTION, run
 from tweetpulse.options import add_settings_options
 
@@ -13,7 +13,7 @@ from tweetpulse.options import add_settings_options
 def main(argv: Sequence[str] | None = None) -> int:
     """What ``tweetpulse dashboard`` does, with the same one-line errors."""
     parser = Parser(prog="python -m tweetpulse.dashboard", description=DESCRIPTION)
-    parser.add_argument("--config", help="TOML config file (or set TWEETPULSE_CONFIG); env vars override it")
+    add_config_option(parser)
     add_settings_options(parser, "dashboard")
     return run_cli("tweetpulse dashboard", parser.parse_args(argv), run)
 

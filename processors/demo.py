@@ -14,6 +14,7 @@ without cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,26 +75,98 @@ def ensure_model(settings: Settings, children: Children) -> bool:
     return trainer.returncode == 0 and bool(registry.production())
 
 
-def improve_in_background(settings: Settings, children: Children) -> None:
-    """Train the better model with lower priority than the stream, and say when it is promoted."""
+# What the background trainer's log says (its `msg`), as the terminal says it.
+MILESTONES = {
+    "training the teacher": "training the MPNet teacher",
+    "reusing teacher": "reusing the teacher",
+    "teacher logits": "the teacher labels the transfer texts",
+    "training": "training the student",
+    "fine-tuned": "fine-tuned; exporting to ONNX and checking the gates",
+    "export verified": "gates passed (ONNX parity, int8 accuracy and speed)",
+    "published": "published to the registry",
+    "promoted": "promoted and announced",
+}
+
+
+class TrainerProgress:
+    """The background trainer's phase, read from its log as it goes: said once per change, and shown in
+    the watch's running counts line, so that someone watching the stream sees it."""
+
+    def __init__(self, log: Path, before: str | None) -> None:
+        self.log, self.before = log, before
+        self.offset = log.stat().st_size if log.exists() else 0  # the log is appended to
+        self.phase, self.since = "starting", time.monotonic()
+
+    def line(self) -> str:
+        return f"background model: {self.phase} ({(time.monotonic() - self.since) / 60:.0f} min)"
+
+    def follow(self, trainer: subprocess.Popen, settings: Settings) -> None:
+        while trainer.poll() is None:
+            self._read()
+            time.sleep(1.0)
+        self._read()
+        now = ModelRegistry(settings.registry.root).production()
+        if trainer.returncode == 0 and now != self.before:
+            self._set(f"{now} promoted; the worker swaps from {self.before} to it")
+            if _serving(settings.processor.web_port, now, timeout=120):
+                self._set(f"the worker serves {now} (swapped between batches, no downtime)")
+        elif trainer.returncode != 0:
+            self._set(f"failed (exit {trainer.returncode}): {self._reason()}; still serving {self.before}")
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError), self.log.open("rb") as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+            self.offset = f.tell()
+        for raw in lines:
+            with contextlib.suppress(ValueError, AttributeError):
+                phase = MILESTONES.get(json.loads(raw).get("msg"))
+                if phase:
+                    self._set(phase)
+
+    def _reason(self) -> str:
+        """The trainer's one-line error (`tweetpulse train: ...`), else its last log line."""
+        with contextlib.suppress(OSError):
+            lines = [
+                line.strip() for line in self.log.read_text(errors="replace").splitlines() if line.strip()
+            ]
+            errors = [line for line in lines if line.startswith("tweetpulse train:")]
+            return (errors or lines or ["no output"])[-1][:300]
+        return f"see {self.log}"
+
+    def _set(self, phase: str) -> None:
+        if phase != self.phase:
+            self.phase, self.since = phase, time.monotonic()
+            say(f"background model: {phase}")
+
+
+def improve_in_background(settings: Settings, children: Children) -> TrainerProgress | None:
+    """Train the better model with lower priority than the stream; its progress is followed."""
     registry = ModelRegistry(settings.registry.root)
     before = registry.production()
     if before and registry.load(before).manifest.get("preset") == "distilled":
         say(f"{before} is already a distilled model: nothing to train in the background")
-        return
+        return None
     log = STATE_DIR / "train-better.log"
+    progress = TrainerProgress(log, before)
     trainer = children.start("trainer", ["nice", "-n", "10", *_tweetpulse(*IMPROVE)], log)
     say(f"training a better model in the background (pid {trainer.pid}, log {log})")
+    threading.Thread(
+        target=progress.follow, args=(trainer, settings), name="demo-trainer", daemon=True
+    ).start()
+    return progress
 
-    def report() -> None:
-        code = trainer.wait()
-        now = registry.production()
-        if code == 0 and now != before:
-            say(f"better model {now} promoted and announced; the worker swaps from {before} to it")
-        elif code > 0:
-            say(f"background training failed (exit {code}); still serving {before}; see {log}")
 
-    threading.Thread(target=report, name="demo-trainer", daemon=True).start()
+def _serving(port: int, version: str, timeout: float) -> bool:
+    """Whether the worker reports serving `version` within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{port}/tweetpulse/status/"
+        with contextlib.suppress(OSError, ValueError, KeyError), urllib.request.urlopen(url, timeout=2) as r:
+            if json.loads(r.read())["model_version"] == version:
+                return True
+        time.sleep(1.0)
+    return False
 
 
 def _wait_ready(worker: subprocess.Popen, port: int, timeout: float = 120) -> bool:
@@ -152,7 +225,6 @@ def _run(settings: Settings, rate: float, improve: bool, children: Children) -> 
     dashboard = children.start("dashboard", _tweetpulse("dashboard", "--replay-minutes", "10"), dashboard_log)
     d = settings.dashboard
     say(f"live dashboard: http://{d.host}:{d.port}/ (pid {dashboard.pid}, log {dashboard_log})")
-    if improve:
-        improve_in_background(settings, children)
-    watch(settings)  # returns on Ctrl-C (its own SIGINT handler)
+    progress = improve_in_background(settings, children) if improve else None
+    watch(settings, status=progress.line if progress else None)  # returns on Ctrl-C (its own handler)
     return 0

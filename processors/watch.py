@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
@@ -62,6 +63,7 @@ class Watcher:
     total: int = 0
     unreadable: int = 0
     started: float = field(default_factory=time.monotonic)
+    status: Callable[[], str] | None = None  # appended to the running counts line (the demo's trainer)
 
     def handle(self, value: bytes | None, offset: int = -1) -> Outcome:
         """Show one ``tweets.sentiment`` value, or say why it cannot be shown (never its bytes)."""
@@ -78,7 +80,8 @@ class Watcher:
         say(self.out, line)
         if self.total % self.summary_every == 0:
             rate = self.total / max(time.monotonic() - self.started, 1e-9)
-            say(self.out, f"{self.summary()}  ~{rate:.0f}/s", flush=True)
+            status = f"  | {self.status()}" if self.status else ""
+            say(self.out, f"{self.summary()}  ~{rate:.0f}/s{status}", flush=True)
         return "shown"
 
     def summary(self) -> str:
@@ -91,6 +94,7 @@ def watch(
     summary_every: int = 20,
     limit: int | None = None,
     out: TextIO = sys.stdout,
+    status: Callable[[], str] | None = None,
 ) -> int:
     """Print results from the sentiment topic until Ctrl-C (or `limit` results); returns how many."""
     consumer = Consumer(
@@ -110,7 +114,7 @@ def watch(
         stop = True
 
     previous = signal.signal(signal.SIGINT, _stop)
-    watcher = Watcher(out, out.isatty(), summary_every)
+    watcher = Watcher(out, out.isatty(), summary_every, status=status)
     try:
         while not stop and (limit is None or watcher.total < limit):
             for msg in consumer.consume(num_messages=500, timeout=0.5):

@@ -151,3 +151,67 @@ def test_demo_whose_output_pipe_closes_leaves_no_child_running(
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
         time.sleep(0.5)
     assert not [name for name, pid in pids.items() if _alive(pid)], output
+
+
+def _fake_trainer(log: Path, lines: list[str], exit_code: int) -> subprocess.Popen:
+    """A process that writes `lines` to `log` as a trainer's output would, then exits."""
+    script = (
+        "import sys, time\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        f"    for line in {lines!r}:\n"
+        "        f.write(line + '\\n'); f.flush(); time.sleep(0.3)\n"
+        f"sys.exit({exit_code})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_the_background_trainers_phases_and_its_failure_reason_reach_the_terminal_in_one_line(
+    tmp_path: Path, capsys
+) -> None:
+    from tweetpulse.processors.demo import TrainerProgress
+    from tweetpulse.settings import load_settings
+
+    log = tmp_path / "train-better.log"
+    log.write_text('{"msg": "promoted"}\n')  # an earlier run's lines are not this run's
+    progress = TrainerProgress(log, "v0001")
+    lines = [
+        '{"msg": "training the teacher", "preset": "best"}',
+        "not json at all",
+        '{"msg": "something else"}',
+        "tweetpulse train: cannot load base model sentence-transformers/all-mpnet-base-v2: no network",
+    ]
+    settings = load_settings(registry={"root": tmp_path / "registry"})
+    progress.follow(_fake_trainer(log, lines, 1), settings)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("==> background")]
+    assert said == [
+        "==> background model: training the MPNet teacher",
+        "==> background model: failed (exit 1): tweetpulse train: cannot load base model "
+        "sentence-transformers/all-mpnet-base-v2: no network; still serving v0001",
+    ]
+    assert progress.line().startswith("background model: failed (exit 1): tweetpulse train: cannot load")
+
+
+def test_the_watchs_running_counts_line_carries_the_background_models_phase() -> None:
+    import io
+
+    from tweetpulse.processors.watch import Watcher
+
+    out = io.StringIO()
+    watcher = Watcher(out, summary_every=2, status=lambda: "background model: training the student (3 min)")
+    from datetime import UTC, datetime
+
+    from tweetpulse.contracts import SentimentResult
+
+    now = datetime.now(UTC)
+    value = SentimentResult(
+        id="1",
+        text="a fine day",
+        label="positive",
+        probabilities={"negative": 0.1, "positive": 0.9},
+        model_version="v0001",
+        ingested_at=now,
+        classified_at=now,
+    ).to_bytes()
+    for _ in range(2):
+        watcher.handle(value)
+    assert out.getvalue().splitlines()[-1].endswith("| background model: training the student (3 min)")

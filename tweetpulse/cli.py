@@ -88,12 +88,20 @@ def _schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """--config, which every entry point takes (the settings' TOML file)."""
+    parser.add_argument(
+        "--config",
+        help="TOML config file (or set TWEETPULSE_CONFIG); environment variables and options override it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tweetpulse",
         description="TweetPulse: real-time tweet sentiment on Apache Kafka.",
     )
-    parser.add_argument("--config", help="TOML config file (or set TWEETPULSE_CONFIG); env vars override it")
+    add_config_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kafka = sub.add_parser(
