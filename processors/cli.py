@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tweetpulse.options import add_command_options, add_settings_options
-from tweetpulse.processors.demo import run_demo
+from tweetpulse.options import add_command_options, add_settings_options, command_values
+from tweetpulse.processors.demo import DemoOptions, run_demo
 from tweetpulse.processors.watch import watch
 from tweetpulse.settings import Settings
 
@@ -19,17 +19,6 @@ class WatchOptions(BaseModel):
     from_beginning: bool = Field(False, description="start at the oldest result")
     every: int = Field(20, ge=1, description="print the counts every N results")
     limit: int | None = Field(None, ge=1, description="stop after N results (none: never)")
-
-
-class DemoOptions(BaseModel):
-    """`tweetpulse demo`'s own options."""
-
-    rate: float = Field(50.0, gt=0, description="synthetic tweets per second")
-    improve: bool = Field(
-        True,
-        description="train a better model in the background (on the built-in data, with lower priority), "
-        "promote and announce it; the worker hot-swaps to it",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -85,4 +74,4 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
-    return run_demo(settings, rate=args.rate, improve=args.improve)
+    return run_demo(settings, DemoOptions(**command_values(args, DemoOptions)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 from tweetpulse import localkafka
 from tweetpulse.children import Children, say
@@ -37,13 +40,53 @@ STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "stat
 # The `seed` recipe on the raw built-in data (70% negative) learned little beyond that prior: 0.47
 # accuracy on shared/data's validation tweets and 0.53 on the synthetic stream; this one 0.86 and 0.89
 # (0.854 when the 1,079 built-in tweets that are also validation tweets are left out of its training).
-TRAIN = ["train", "--preset", "fast", "--data", "builtin", "--balance", "--max-samples", "4800", "--promote"]
+FIRST_PRESET = "fast"
+TRAIN = [
+    "train",
+    "--preset",
+    FIRST_PRESET,
+    "--data",
+    "builtin",
+    "--balance",
+    "--max-samples",
+    "4800",
+    "--promote",
+]
 # The better model, trained in the background while the demo streams: the default recipe (`distilled`:
 # the MPNet `best` teacher on the same balanced built-in tweets, then MiniLM taught by it), promoted
 # and announced once it passes the export gates. Full fine-tuning of MiniLM on all 12,504 balanced
 # built-in tweets without a teacher scored no better than the first model on shared/data's
 # validation tweets (0.859 vs 0.86): the built-in data's domain, not the recipe, limits a student.
 IMPROVE = ["train", "--data", "builtin", "--balance", "--promote", "--no-progress"]
+
+
+class DemoOptions(BaseModel):
+    """`tweetpulse demo`'s own options."""
+
+    rate: float = Field(50.0, gt=0, description="synthetic tweets per second")
+    improve: bool = Field(
+        True,
+        description="train a better model in the background (on the built-in data, with lower priority), "
+        "promote and announce it; the worker hot-swaps to it",
+    )
+    improve_preset: str | None = Field(
+        None,
+        description="the background model's recipe, a `tweetpulse train --preset` (none: train's default)",
+    )
+    improve_max_steps: int | None = Field(
+        None, ge=1, description="cap on the background model's training steps (none: its recipe's)"
+    )
+
+    def improve_command(self) -> list[str]:
+        preset = ["--preset", self.improve_preset] if self.improve_preset else []
+        steps = ["--max-steps", str(self.improve_max_steps)] if self.improve_max_steps else []
+        return [*IMPROVE, *preset, *steps]
+
+    @staticmethod
+    def improved(preset: str | None) -> bool:
+        """Whether production (of `preset`) is already more than the demo's first model: then the
+        background has nothing to improve on."""
+        return preset not in (None, FIRST_PRESET)
 
 
 class StopSignalError(Exception):
@@ -119,10 +162,9 @@ class TrainerProgress:
             lines = f.readlines()
             self.offset = f.tell()
         for raw in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                phase = MILESTONES.get(json.loads(raw).get("msg"))
-                if phase:
-                    self._set(phase)
+            phase = MILESTONES.get(_log_message(raw.decode(errors="replace")))
+            if phase:
+                self._set(phase)
 
     def _reason(self) -> str:
         """The trainer's one-line error (`tweetpulse train: ...`), else its last log line."""
@@ -140,16 +182,30 @@ class TrainerProgress:
             say(f"background model: {phase}")
 
 
-def improve_in_background(settings: Settings, children: Children) -> TrainerProgress | None:
+_TEXT_LOG = re.compile(r"^\S+ +[A-Z]+ +[\w.]+: (.*?)(?: [\w.]+=.*)?$")  # logs.TextFormatter's line
+
+
+def _log_message(line: str) -> str | None:
+    """The message of one log line, JSON or text (`log_format`), else None."""
+    with contextlib.suppress(ValueError, AttributeError):
+        return json.loads(line).get("msg")
+    match = _TEXT_LOG.match(line.strip())
+    return match.group(1) if match else None
+
+
+def improve_in_background(
+    settings: Settings, options: DemoOptions, children: Children
+) -> TrainerProgress | None:
     """Train the better model with lower priority than the stream; its progress is followed."""
     registry = ModelRegistry(settings.registry.root)
     before = registry.production()
-    if before and registry.load(before).manifest.get("preset") == "distilled":
-        say(f"{before} is already a distilled model: nothing to train in the background")
+    preset = registry.load(before).manifest.get("preset") if before else None
+    if options.improved(preset):
+        say(f"{before} is already a {preset} model: nothing to train in the background")
         return None
     log = STATE_DIR / "train-better.log"
     progress = TrainerProgress(log, before)
-    trainer = children.start("trainer", ["nice", "-n", "10", *_tweetpulse(*IMPROVE)], log)
+    trainer = children.start("trainer", ["nice", "-n", "10", *_tweetpulse(*options.improve_command())], log)
     say(f"training a better model in the background (pid {trainer.pid}, log {log})")
     threading.Thread(
         target=progress.follow, args=(trainer, settings), name="demo-trainer", daemon=True
@@ -182,11 +238,11 @@ def _wait_ready(worker: subprocess.Popen, port: int, timeout: float = 120) -> bo
     return False
 
 
-def run_demo(settings: Settings, rate: float = 50.0, improve: bool = True) -> int:
+def run_demo(settings: Settings, options: DemoOptions) -> int:
     children = Children()
     handlers = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _run(settings, rate, improve, children)
+        return _run(settings, options, children)
     except (KeyboardInterrupt, StopSignalError, BrokenPipeError) as exc:
         children.stop_all()
         say(f"interrupted ({type(exc).__name__} {exc})".strip())
@@ -197,7 +253,7 @@ def run_demo(settings: Settings, rate: float = 50.0, improve: bool = True) -> in
             signal.signal(s, handler)
 
 
-def _run(settings: Settings, rate: float, improve: bool, children: Children) -> int:
+def _run(settings: Settings, options: DemoOptions, children: Children) -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     say("starting Kafka (a no-op when it runs)")
     if localkafka.run("start") != 0:
@@ -215,16 +271,16 @@ def _run(settings: Settings, rate: float, improve: bool, children: Children) -> 
     producer_log = STATE_DIR / "producer.log"
     producer = children.start(
         "producer",
-        _tweetpulse("produce", "synthetic", "--count", "0", "--rate", str(rate), "--no-progress"),
+        _tweetpulse("produce", "synthetic", "--count", "0", "--rate", str(options.rate), "--no-progress"),
         producer_log,
     )
     say(
-        f"streaming synthetic tweets at {rate:g}/s (pid {producer.pid}, log {producer_log}); Ctrl-C stops everything"
+        f"streaming synthetic tweets at {options.rate:g}/s (pid {producer.pid}, log {producer_log}); Ctrl-C stops everything"
     )
     dashboard_log = STATE_DIR / "dashboard.log"
     dashboard = children.start("dashboard", _tweetpulse("dashboard", "--replay-minutes", "10"), dashboard_log)
     d = settings.dashboard
     say(f"live dashboard: http://{d.host}:{d.port}/ (pid {dashboard.pid}, log {dashboard_log})")
-    progress = improve_in_background(settings, children) if improve else None
+    progress = improve_in_background(settings, options, children) if options.improve else None
     watch(settings, status=progress.line if progress else None)  # returns on Ctrl-C (its own handler)
     return 0

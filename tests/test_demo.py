@@ -118,6 +118,62 @@ def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
     assert (tmp_path / "state" / "tweetpulse" / "demo" / "worker.log").stat().st_size > 0
 
 
+def test_demo_trains_promotes_and_swaps_to_a_better_model_while_it_streams_and_says_so(
+    settings: Settings, tiny_model_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """The demo's loop as a newcomer sees it: the background recipe (here `fast`, capped at 60 steps so
+    that it fits in CI) trains beside the stream, passes the export gates, is promoted and announced,
+    the worker swaps to it between batches, and the terminal says each phase."""
+    import shutil
+
+    registry = ModelRegistry(shutil.copytree(tiny_model_registry.root, tmp_path / "registry"))
+    first = registry.production()
+    app_id = f"tp-demo-{uuid.uuid4().hex[:8]}"
+    env = _demo_env(settings, registry, tmp_path, app_id)
+    command = ["demo", "--rate", "20", "--improve-preset", "fast", "--improve-max-steps", "60"]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tweetpulse", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, seen = _lines(demo.stdout), []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and demo.poll() is None:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            if "background model: failed" in seen[-1]:
+                break
+            second = registry.production()
+            served = any(f"the worker serves {second}" in line for line in seen)
+            if second != first and served and len([line for line in seen if f"[{second}]" in line]) >= 10:
+                break
+        demo.send_signal(signal.SIGINT)
+        demo.wait(90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        _delete_internal_topics(settings, app_id)
+    while not lines.empty():
+        seen.append(lines.get())
+    output = "".join(seen)
+    second = registry.production()
+    assert second != first, output[-3000:]
+    said = [line.strip() for line in seen if line.startswith("==> background model:")]
+    assert said[:1] == ["==> background model: training the student"], output[-3000:]
+    for phase in ("gates passed", "promoted and announced", f"the worker serves {second}"):
+        assert any(phase in line for line in said), output[-3000:]
+    assert len([line for line in seen if f"[{second}]" in line]) >= 10, output[-3000:]  # results by it
+    assert (
+        any(f"| background model: the worker serves {second}" in line for line in seen)
+        or demo.returncode == 0
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -178,6 +234,7 @@ def test_the_background_trainers_phases_and_its_failure_reason_reach_the_termina
         '{"msg": "training the teacher", "preset": "best"}',
         "not json at all",
         '{"msg": "something else"}',
+        "09:30:24 INFO    tweetpulse.training.pipeline: training preset=fast base=minilm train=4800",  # text format
         "tweetpulse train: cannot load base model sentence-transformers/all-mpnet-base-v2: no network",
     ]
     settings = load_settings(registry={"root": tmp_path / "registry"})
@@ -185,6 +242,7 @@ def test_the_background_trainers_phases_and_its_failure_reason_reach_the_termina
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("==> background")]
     assert said == [
         "==> background model: training the MPNet teacher",
+        "==> background model: training the student",
         "==> background model: failed (exit 1): tweetpulse train: cannot load base model "
         "sentence-transformers/all-mpnet-base-v2: no network; still serving v0001",
     ]
