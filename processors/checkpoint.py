@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -106,6 +107,7 @@ class Checkpoint:
         self._positions: dict[TP, int] = {}  # next offset per partition, of what was produced
         self._produced = 0  # records produced since the last commit
         self._failures: list[KafkaError] = []  # delivery failures since the last commit
+        self._generation = 0  # of the producer: one per _new_producer()
         self._failing_since: float | None = None
         self._broken: KafkaError | None = None  # the producer's fatal error (fenced), until replaced
         self.producer: Producer | None = None  # from start()
@@ -318,8 +320,10 @@ class Checkpoint:
 
     # -- the producer -------------------------------------------------------------------------------
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
+    def _on_delivery(self, generation: int, err: KafkaError | None, msg: Any) -> None:
+        # A replaced producer's failures went with its aborted transaction (rewound): they must not
+        # fail the next producer's commit after it succeeded (the zombie test's over-count).
+        if err is not None and generation == self._generation:
             self._failures.append(err)
 
     def _new_producer(self) -> Producer:
@@ -330,7 +334,7 @@ class Checkpoint:
             "linger.ms": 5,
             "message.max.bytes": self._record_limit(),
             "delivery.timeout.ms": int(conf.send_timeout_s * 1000),
-            "on_delivery": self._on_delivery,
+            "on_delivery": functools.partial(self._on_delivery, self._generation + 1),
             "delivery.report.only.error": True,  # no callback per delivered record
         }
         if self.transactional:
@@ -345,6 +349,7 @@ class Checkpoint:
                 }
             )
         producer = Producer(producer_config(self.settings, **overrides))
+        self._generation += 1
         if self.transactional:
             producer.init_transactions(KAFKA_TIMEOUT_S)
             producer.begin_transaction()
@@ -355,7 +360,7 @@ class Checkpoint:
         with contextlib.suppress(KafkaException):
             self.producer.flush(0)
         self.producer = self._new_producer()
-        self._broken = None
+        self._broken, self._failures = None, []
 
     def _record_limit(self) -> int:
         """The smallest max.message.bytes of the output topics, less a batch's framing."""
