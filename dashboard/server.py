@@ -205,7 +205,12 @@ async def _end_streams(app: web.Application) -> None:
 def create_app(settings: Settings, options: DashboardSettings | None = None) -> web.Application:
     """The dashboard app for `settings`; `options` override ``settings.dashboard``."""
     options = options or settings.dashboard
-    state = DashboardState(options.window_minutes, options.latest_tweets, options.max_tags)
+    state = DashboardState(
+        options.window_minutes,
+        options.latest_tweets,
+        options.max_tags,
+        training_status=options.training_status_file,
+    )
     app = web.Application(middlewares=[host_check(allowed_host_names(options))])
     app[SETTINGS] = options
     app[STATE] = state

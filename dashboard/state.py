@@ -8,11 +8,14 @@ every collection has a fixed bound, so memory stays flat however long the dashbo
 from __future__ import annotations
 
 import math
+import os
+import stat
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tweetpulse.contracts import LABELS, ModelAnnouncement, SentimentResult, aggregate_tags
@@ -23,11 +26,34 @@ THROUGHPUT_SECONDS = 120  # the throughput sparkline's span
 LATENCY_WINDOW_S = 300  # latency percentiles cover results classified in the last five minutes
 LATENCY_SAMPLES = 10_000
 MAX_TEXT_CHARS = 500  # of a tweet kept for the latest-tweets table
+MAX_STATUS_CHARS = 300  # of a training job's status line
 
 
 def tag_of(result: SentimentResult) -> str:
     """The tag a result is charted under: the first of its aggregate tags (tweetpulse.contracts)."""
     return aggregate_tags(result.rule_tags, result.text)[0]
+
+
+def status_line(path: Path | None) -> str | None:
+    """The first line of a training job's status file, printable characters only and capped; None when
+    there is none. Whatever the file holds (binary, huge, a FIFO, gone) it never blocks or raises."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO does not wait for a writer
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        raw = os.read(fd, MAX_STATUS_CHARS * 4)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    first = raw.decode("utf-8", errors="replace").splitlines()[:1]
+    text = "".join(c for c in (first[0] if first else "") if c.isprintable()).strip()
+    return text[:MAX_STATUS_CHARS] or None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -51,8 +77,10 @@ class DashboardState:
         latest_tweets: int = 50,
         max_tags: int = 12,
         clock: Callable[[], float] = time.time,
+        training_status: Path | None = None,
     ) -> None:
         self.window_minutes = window_minutes
+        self.training_status = training_status
         self.max_tags = max_tags
         self._clock = clock
         self._lock = threading.Lock()
@@ -236,6 +264,7 @@ class DashboardState:
             "seen_in_results": seen,
             "announced": announced.version if announced else None,
             "announced_at": announced.announced_at.isoformat(timespec="seconds") if announced else None,
+            "training": status_line(self.training_status),
         }
 
     @staticmethod

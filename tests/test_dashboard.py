@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -20,6 +21,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -37,7 +39,14 @@ from tweetpulse.dashboard.cli import dashboard_options, register
 from tweetpulse.dashboard.feed import MAX_REASON_CHARS, ResultFeed, ingest_result
 from tweetpulse.dashboard.lag import measure_lag
 from tweetpulse.dashboard.server import FEED, HUB, STATE, allowed_host_names, create_app, host_allowed
-from tweetpulse.dashboard.state import OTHER_TAGS, TAGS_TRACKED_PER_SHOWN, DashboardState, tag_of
+from tweetpulse.dashboard.state import (
+    MAX_STATUS_CHARS,
+    OTHER_TAGS,
+    TAGS_TRACKED_PER_SHOWN,
+    DashboardState,
+    status_line,
+    tag_of,
+)
 from tweetpulse.kafka import admin_client, producer_config
 from tweetpulse.options import add_settings_options, apply_settings
 from tweetpulse.settings import DashboardSettings, Settings, load_settings
@@ -230,6 +239,30 @@ def test_model_version_is_the_latest_seen_and_the_announcement_is_reported() -> 
     state.add(result(1, T0, model="v0001"))
     model = state.snapshot()["model"]
     assert (model["version"], model["seen_in_results"], model["announced"]) == ("v0001", "v0001", "v0002")
+
+
+def test_a_training_jobs_status_file_shows_its_first_line_under_the_model(tmp_path: Path) -> None:
+    status = tmp_path / "status.txt"
+    state = DashboardState(clock=Clock(T0), training_status=status)
+    assert state.snapshot()["model"]["training"] is None  # no file yet
+    status.write_text("background model: training the student (2 min)\nmore\n")
+    assert state.snapshot()["model"]["training"] == "background model: training the student (2 min)"
+
+
+@given(content=st.binary(max_size=4_000) | st.text(max_size=2_000).map(str.encode))
+def test_any_status_file_content_gives_one_short_printable_line_or_none(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "status.txt"
+        path.write_bytes(content)
+        line = status_line(path)
+    assert line is None or (0 < len(line) <= MAX_STATUS_CHARS and line.isprintable())
+
+
+def test_a_status_path_that_is_a_fifo_or_a_folder_is_no_status_and_does_not_block(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # opening a FIFO for reading would wait for a writer
+    assert status_line(tmp_path / "fifo") is None
+    assert status_line(tmp_path) is None
+    assert status_line(tmp_path / "missing") is None
 
 
 @fuzz(READER_EXAMPLES)

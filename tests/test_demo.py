@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +23,10 @@ from test_processors_pipeline import WORKER_ENV  # tests/ is on sys.path
 
 from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.cli import build_parser
-from tweetpulse.processors.demo import IMPROVE, TRAIN
+from tweetpulse.processors.demo import TRAIN, DemoOptions
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
+from tweetpulse.training.presets import MPNET, PRESETS
 
 
 def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_data() -> None:
@@ -30,15 +35,11 @@ def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_da
     assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
 
 
-def test_demo_improves_with_the_default_distilled_recipe_on_balanced_builtin_data_and_promotes_it() -> None:
-    args = build_parser().parse_args(IMPROVE)
-    assert (args.preset, args.teacher, args.data, args.balance, args.promote) == (
-        "distilled",
-        None,
-        ["builtin"],
-        True,
-        True,
-    )
+def test_demo_improves_with_lora_on_mpnets_first_layers_on_balanced_builtin_data_and_promotes_it() -> None:
+    args = build_parser().parse_args(DemoOptions().improve_command())
+    assert (args.preset, args.data, args.balance, args.promote) == ("mpnet6", ["builtin"], True, True)
+    preset = PRESETS["mpnet6"]
+    assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, 6)  # a LoRA-fine-tuned BERT
 
 
 def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:
@@ -83,20 +84,22 @@ def _run_demo(
     settings: Settings,
     registry: ModelRegistry,
     tmp_path: Path,
-    args: list[str],
+    command: list[str],
     done: Callable[[list[str]], bool],
     timeout: float,
+    **env: str,
 ) -> tuple[int | None, list[str]]:
-    """Run `tweetpulse demo ARGS` until `done(lines so far)` or `timeout`, then Ctrl-C it as a user
-    does; its exit status and every line it printed."""
+    """Run `command` (`tweetpulse demo ...` or `make demo`) until `done(lines so far)` or `timeout`,
+    then Ctrl-C it as a terminal does (SIGINT to its process group); its exit status and every line
+    it printed."""
     app_id = f"tp-demo-{uuid.uuid4().hex[:8]}"
-    env = _demo_env(settings, registry, tmp_path, app_id)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tweetpulse", "demo", *args],
-        env=env,
+        command,
+        env={**_demo_env(settings, registry, tmp_path, app_id), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     lines, seen = _lines(demo.stdout), []
     try:
@@ -108,7 +111,8 @@ def _run_demo(
                 continue
             if done(seen):
                 break
-        demo.send_signal(signal.SIGINT)
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)
         demo.wait(90)
     finally:
         if demo.poll() is None:
@@ -117,6 +121,10 @@ def _run_demo(
     while not lines.empty():
         seen.append(lines.get())
     return demo.returncode, seen
+
+
+def _tweetpulse_demo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tweetpulse", "demo", *args]
 
 
 def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
@@ -128,7 +136,8 @@ def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
         classified = [line for line in seen if f"[{version}]" in line]
         return len(classified) >= 30 and any(line.startswith("-- ") for line in seen)
 
-    returncode, seen = _run_demo(settings, tiny_model_registry, tmp_path, ["--rate", "40"], enough, 180)
+    demo = _tweetpulse_demo("--rate", "40")
+    returncode, seen = _run_demo(settings, tiny_model_registry, tmp_path, demo, enough, 180)
     output = "".join(seen)
     assert len([line for line in seen if f"[{version}]" in line]) >= 30, output[-3000:]
     assert returncode == 0, output[-3000:]  # Ctrl-C is the way a demo ends: a clean exit
@@ -137,35 +146,66 @@ def test_demo_streams_classified_tweets_and_ctrl_c_stops_every_child_cleanly(
     assert (tmp_path / "state" / "tweetpulse" / "demo" / "worker.log").stat().st_size > 0
 
 
-def test_demo_trains_promotes_and_swaps_to_a_better_model_while_it_streams_and_says_so(
-    settings: Settings, tiny_model_registry: ModelRegistry, tmp_path: Path
+def test_make_demo_in_a_fresh_venv_trains_a_first_model_then_swaps_to_the_better_one_and_says_so(
+    settings: Settings, tmp_path: Path
 ) -> None:
-    """The demo's loop as a newcomer sees it: the background recipe (here `fast`, capped at 60 steps so
-    that it fits in CI) trains beside the stream, passes the export gates, is promoted and announced,
-    the worker swaps to it between batches, and the terminal says each phase."""
-    import shutil
-
-    registry = ModelRegistry(shutil.copytree(tiny_model_registry.root, tmp_path / "registry"))
-    first = registry.production()
+    """The newcomer's path: `make demo` into a fresh venv (only what it installs), an empty registry and
+    empty caches. It trains and serves a first model; the background recipe trains beside the stream,
+    passes the export gates, is promoted and announced; the worker swaps to it between batches; the
+    terminal and the dashboard say each phase. Its timeline is printed (pytest -s shows it)."""
+    repo = Path(__file__).resolve().parents[1]
+    registry = ModelRegistry(tmp_path / "registry")
+    dashboard = free_port()
+    started, timeline, dashboard_said = time.monotonic(), {}, set()
 
     def swapped(seen: list[str]) -> bool:
-        second = registry.production()
-        served = any(f"the worker serves {second}" in line for line in seen)
-        return "background model: failed" in seen[-1] or (
-            second != first and served and len([line for line in seen if f"[{second}]" in line]) >= 10
+        line = seen[-1]
+        for version in ("v0001", "v0002"):
+            if f"[{version}]" in line:
+                timeline.setdefault(f"first result by {version}", round(time.monotonic() - started))
+        if line.startswith("==> background model:"):
+            dashboard_said.add(_dashboard_training_line(dashboard))
+        served = any("the worker serves v0002" in line for line in seen)
+        return "background model: failed" in line or (
+            served and len([line for line in seen if "[v0002]" in line]) >= 10
         )
 
-    command = ["--rate", "20", "--improve-preset", "fast", "--improve-max-steps", "60"]
-    returncode, seen = _run_demo(settings, registry, tmp_path, command, swapped, 600)
+    venv = tmp_path / "venv"
+    make = ["make", "--no-print-directory", "-C", str(repo), "demo", f"VENV={venv}"]
+    try:
+        returncode, seen = _run_demo(
+            settings,
+            registry,
+            tmp_path,
+            make,
+            swapped,
+            2700,
+            XDG_CACHE_HOME=str(tmp_path / "cache"),  # no assembled MPNet, no teacher logits
+            HF_HOME=str(tmp_path / "hf"),
+            TWEETPULSE_DASHBOARD__PORT=str(dashboard),
+        )
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # ~7 GB
     output = "".join(seen)
-    second = registry.production()
-    assert second != first, output[-3000:]
+    print(f"demo timeline (s since make demo): {timeline}")
+    assert registry.production() == "v0002", output[-3000:]
     said = [line.strip() for line in seen if line.startswith("==> background model:")]
-    assert said[:1] == ["==> background model: training the student"], output[-3000:]
-    for phase in ("gates passed", "promoted and announced", f"the worker serves {second}"):
+    for phase in ("gates passed", "promoted and announced", "the worker serves v0002"):
         assert any(phase in line for line in said), output[-3000:]
-    assert len([line for line in seen if f"[{second}]" in line]) >= 10, output[-3000:]  # results by it
+    assert any(line and "background model:" in line for line in dashboard_said), (
+        dashboard_said,
+        output[-3000:],
+    )
+    assert len([line for line in seen if "[v0002]" in line]) >= 10, output[-3000:]  # results by it
     assert returncode == 0, output[-3000:]
+
+
+def _dashboard_training_line(port: int) -> str | None:
+    """What the dashboard's model tile says about the background model now."""
+    url = f"http://127.0.0.1:{port}/api/snapshot"
+    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())["model"]["training"]
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -236,7 +276,7 @@ def test_the_background_trainers_phases_and_its_failure_reason_reach_the_termina
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("==> background")]
     assert said == [
         "==> background model: training the MPNet teacher",
-        "==> background model: training the student",
+        "==> background model: fine-tuning",
         "==> background model: failed (exit 1): tweetpulse train: cannot load base model "
         "sentence-transformers/all-mpnet-base-v2: no network; still serving v0001",
     ]

@@ -213,6 +213,11 @@ class DashboardSettings(BaseModel):
         1.0, gt=0, le=60, description="seconds between updates pushed to each open page"
     )
     max_clients: int = Field(100, ge=1, le=10_000, description="open event streams at once; more get 503")
+    training_status_file: Path | None = Field(
+        None,
+        description="a file whose first line a training job keeps current with its phase (tweetpulse demo "
+        "writes its background model's there): shown under the model version",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         max_length=1_000,

@@ -105,6 +105,7 @@ function renderTiles(s) {
     parts.push("rolling out");
   }
   $("#model-sub").textContent = parts.join(" · ") || (model.version ? "from results" : "no results yet");
+  $("#training-sub").textContent = model.training || "";
 }
 
 function renderMinuteChart(s) {
