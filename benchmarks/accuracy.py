@@ -8,12 +8,22 @@ base, then evaluate the served int8 (and fp32) ONNX model on ../shared/data/twee
 Prints one JSON object: training time, PyTorch/ONNX fp32 and int8 accuracy, macro F1, and the raw
 speed of every variant (the worker's classifier, 2,000 validation tweets, best of two passes, the
 models interleaved in one run so their speeds compare on this host).
+
+Generalization, leave one source out (issue #27): ``--hold-out-source sts-gold`` trains on
+tweets-train.jsonl without that source's tweets (tweets-val.jsonl without them for the gates) and
+scores on every tweet of the source, in either file, next to a TF-IDF + logistic regression
+baseline trained on the same tweets:
+
+    python benchmarks/accuracy.py --preset fast --hold-out-source sts-gold --registry DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,17 +50,28 @@ def main() -> None:
     parser.add_argument("--preset", default="best", help="preset to train (default best)")
     parser.add_argument("--max-steps", type=int, help="cap the training steps (for a quick look)")
     parser.add_argument("--output", type=Path, help="keep the work folder (checkpoints, curve) here")
+    parser.add_argument(
+        "--hold-out-source",
+        metavar="SOURCE",
+        help="train without this shared/data source (e.g. sts-gold, sanders) and score on its tweets",
+    )
     args = parser.parse_args()
     registry = ModelRegistry(args.registry)
     result: dict[str, object] = {}
     versions = args.model
+    train, val, scored = SHARED / "tweets-train.jsonl", SHARED / "tweets-val.jsonl", None
+    if args.hold_out_source:
+        folder = Path(tempfile.mkdtemp(prefix="holdout-"))
+        train, val, scored = hold_out(args.hold_out_source, folder)
+        result["hold_out"] = {"source": args.hold_out_source, "scored_tweets": len(scored)}
+        result["tfidf_baseline_accuracy"] = round(tfidf_accuracy(read_labeled(train), scored), 4)
     if versions is None:
         from tweetpulse.training.pipeline import train_and_publish
         from tweetpulse.training.presets import TrainConfig
 
         config = TrainConfig(
-            data=[str(SHARED / "tweets-train.jsonl")],
-            val=str(SHARED / "tweets-val.jsonl"),
+            data=[str(train)],
+            val=str(val),
             preset=args.preset,
             teacher=args.teacher,
             max_steps=args.max_steps,
@@ -58,21 +79,53 @@ def main() -> None:
             registry_root=args.registry,
         )
         started = time.monotonic()
-        versions = [train_and_publish(config, load_settings())]
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: stdout is the JSON
+            versions = [train_and_publish(config, load_settings())]
         result["pipeline_seconds"] = round(time.monotonic() - started, 1)
     artifacts = [registry.load(v) for v in versions]
     if args.speed_only:
         result["gates"] = {a.version: a.manifest.get("export") for a in artifacts}
     else:
-        result["models"] = {a.version: evaluate_variants(a) for a in artifacts}
+        examples = scored or read_labeled(SHARED / "tweets-val.jsonl")
+        result["models"] = {a.version: evaluate_variants(a, examples) for a in artifacts}
     result["texts_per_second"] = side_by_side_speed(artifacts, args.speed_texts)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
-def evaluate_variants(artifact) -> dict[str, object]:
+def hold_out(source: str, folder: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """Training and validation files without `source`'s tweets, and every tweet of `source`."""
+    scored: list[tuple[str, str]] = []
+    files = []
+    for name in ("tweets-train.jsonl", "tweets-val.jsonl"):
+        kept = []
+        for line in (SHARED / name).read_text().splitlines():
+            row = json.loads(line)
+            if row.get("source") == source:
+                scored.append((row["text"], row["label"]))
+            else:
+                kept.append(line)
+        (folder / name).write_text("\n".join(kept) + "\n")
+        files.append(folder / name)
+    if not scored:
+        raise SystemExit(f"--hold-out-source {source}: no tweets of that source in {SHARED}")
+    return files[0], files[1], scored
+
+
+def tfidf_accuracy(train: list[tuple[str, str]], scored: list[tuple[str, str]]) -> float:
+    """The bag-of-words baseline: TF-IDF (1-2 grams) + logistic regression, trained on `train`."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    features = vectorizer.fit_transform([text for text, _ in train])
+    model = LogisticRegression(C=4, max_iter=2000).fit(features, [label for _, label in train])
+    predicted = model.predict(vectorizer.transform([text for text, _ in scored]))
+    return sum(p == label for p, (_, label) in zip(predicted, scored, strict=True)) / len(scored)
+
+
+def evaluate_variants(artifact, examples: list[tuple[str, str]]) -> dict[str, object]:
     from tweetpulse.training.evaluate import evaluate_artifact
 
-    examples = read_labeled(SHARED / "tweets-val.jsonl")
     manifest = artifact.manifest
     out: dict[str, object] = {
         "preset": manifest.get("preset"),
