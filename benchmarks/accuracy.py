@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -90,6 +91,8 @@ def main() -> None:
         result["models"] = {a.version: evaluate_variants(a, examples) for a in artifacts}
     result["texts_per_second"] = side_by_side_speed(artifacts, args.speed_texts)
     print(json.dumps(result, indent=2, sort_keys=True))
+    if args.hold_out_source:
+        shutil.rmtree(train.parent, ignore_errors=True)  # the filtered copies of the shared files
 
 
 def hold_out(source: str, folder: Path) -> tuple[Path, Path, list[tuple[str, str]]]:

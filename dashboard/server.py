@@ -209,7 +209,7 @@ def create_app(settings: Settings, options: DashboardSettings | None = None) -> 
         options.window_minutes,
         options.latest_tweets,
         options.max_tags,
-        training_status=options.training_status_file,
+        training_status_file=options.training_status_file,
     )
     app = web.Application(middlewares=[host_check(allowed_host_names(options))])
     app[SETTINGS] = options

@@ -40,7 +40,8 @@ def status_line(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO does not wait for a writer
+        # O_NONBLOCK: a FIFO does not wait for a writer; O_NOCTTY: a tty does not become ours
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
     try:
@@ -77,10 +78,10 @@ class DashboardState:
         latest_tweets: int = 50,
         max_tags: int = 12,
         clock: Callable[[], float] = time.time,
-        training_status: Path | None = None,
+        training_status_file: Path | None = None,
     ) -> None:
         self.window_minutes = window_minutes
-        self.training_status = training_status
+        self.training_status_file = training_status_file
         self.max_tags = max_tags
         self._clock = clock
         self._lock = threading.Lock()
@@ -156,6 +157,7 @@ class DashboardState:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready picture of the current state (what /api/snapshot and /events send)."""
         now = self._clock()
+        training = status_line(self.training_status_file)  # file I/O: not under the lock
         with self._lock:
             self._expire(now)
             axis = self._minute_axis(now)
@@ -174,7 +176,7 @@ class DashboardState:
                 "throughput": self._throughput_view(now),
                 "latency_ms": self._latency_view(),
                 "latest": sorted(self._latest, key=lambda row: row["classified_at"], reverse=True),
-                "model": self._model_view(),
+                "model": {**self._model_view(), "training": training},
                 "lag": self._lag,
                 "malformed": self._malformed,
             }
@@ -264,7 +266,6 @@ class DashboardState:
             "seen_in_results": seen,
             "announced": announced.version if announced else None,
             "announced_at": announced.announced_at.isoformat(timespec="seconds") if announced else None,
-            "training": status_line(self.training_status),
         }
 
     @staticmethod

@@ -55,7 +55,7 @@ TRAIN = [
 ]
 # The better model, trained in the background while the demo streams: LoRA on MPNet's first 6 layers
 # (`mpnet6`, 150 steps on the same balanced built-in tweets): 0.889 (int8) on the same validation
-# tweets, serving at a quarter to a half of MiniLM's speed, which still keeps up with the demo's stream. It is
+# tweets, serving at about 0.4x MiniLM's speed, which still keeps up with the demo's stream. It is
 # promoted and announced once it passes the export gates; the worker hot-swaps to it.
 IMPROVE_PRESET = "mpnet6"
 IMPROVE = ["train", "--data", "builtin", "--balance", "--promote", "--no-progress"]

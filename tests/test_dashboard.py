@@ -243,10 +243,10 @@ def test_model_version_is_the_latest_seen_and_the_announcement_is_reported() -> 
 
 def test_a_training_jobs_status_file_shows_its_first_line_under_the_model(tmp_path: Path) -> None:
     status = tmp_path / "status.txt"
-    state = DashboardState(clock=Clock(T0), training_status=status)
+    state = DashboardState(clock=Clock(T0), training_status_file=status)
     assert state.snapshot()["model"]["training"] is None  # no file yet
-    status.write_text("background model: training the student (2 min)\nmore\n")
-    assert state.snapshot()["model"]["training"] == "background model: training the student (2 min)"
+    status.write_text("background model: fine-tuning (2 min)\nmore\n")
+    assert state.snapshot()["model"]["training"] == "background model: fine-tuning (2 min)"
 
 
 @given(content=st.binary(max_size=4_000) | st.text(max_size=2_000).map(str.encode))

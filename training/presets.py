@@ -114,7 +114,7 @@ PRESETS: dict[str, Preset] = {
         teacher="best", temperature=2.0, kd_weight=0.7, transfer=("builtin",),
     ),
     # LoRA on all-mpnet-base-v2 cut to its first 6 layers, 4,800 tweets (150 steps): minutes on 2 cores,
-    # MPNet's generalization at half its serving cost (~4x MiniLM's): the demo's background model.
+    # MPNet's generalization at half its serving cost (about 0.4x MiniLM's speed): the demo's background model.
     # On the built-in tweets alone: 0.887 on shared/data's validation tweets (MiniLM `fast`: 0.86).
     "mpnet6": Preset(
         "mpnet6", r=16, lora_alpha=32, lora_dropout=0.05, targets="all",
