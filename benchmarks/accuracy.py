@@ -50,6 +50,15 @@ def main() -> None:
     parser.add_argument("--teacher", help="the student's teacher (see tweetpulse train --teacher)")
     parser.add_argument("--preset", default="best", help="preset to train (default best)")
     parser.add_argument("--max-steps", type=int, help="cap the training steps (for a quick look)")
+    parser.add_argument("--max-samples", type=int, help="training tweets used (none: the preset's cap)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a preset field, e.g. --set epochs=1 --set learning_rate=2e-4 (VALUE read as JSON, else text)",
+    )
+    parser.add_argument("--transfer", nargs="*", help="the student's transfer texts (see tweetpulse train)")
     parser.add_argument("--output", type=Path, help="keep the work folder (checkpoints, curve) here")
     parser.add_argument(
         "--hold-out-source",
@@ -75,7 +84,10 @@ def main() -> None:
             val=str(val),
             preset=args.preset,
             teacher=args.teacher,
+            transfer=args.transfer,
             max_steps=args.max_steps,
+            max_samples=args.max_samples,
+            overrides=dict(map(preset_field, args.set)),
             output=args.output,
             registry_root=args.registry,
         )
@@ -93,6 +105,15 @@ def main() -> None:
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.hold_out_source:
         shutil.rmtree(train.parent, ignore_errors=True)  # the filtered copies of the shared files
+
+
+def preset_field(assignment: str) -> tuple[str, object]:
+    """FIELD=VALUE from --set, VALUE read as JSON when it parses (numbers, lists), else as text."""
+    field, _, value = assignment.partition("=")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
 
 
 def hold_out(source: str, folder: Path) -> tuple[Path, Path, list[tuple[str, str]]]:

@@ -16,6 +16,13 @@ nothing fetched before it is produced after. A producer in a fatal state (fenced
 that keep failing for ``processor.send_timeout_s`` end the worker (EXIT_BROKER_UNAVAILABLE), a broker
 refusal no retry fixes at once (EXIT_MISCONFIGURED).
 
+Every blocking librdkafka call runs on a thread of its own, awaited for its timeout plus a grace
+(:func:`call_with_deadline`): ``send_offsets_to_transaction`` can block past its own timeout when the
+group coordinator restarts (confluentinc/librdkafka#5456, #5511), which held the commit lock, and so
+every batch, until the watchdog ended the worker. A call past its deadline is abandoned with its
+producer: the commit fails (a rewind) and a new producer, whose ``init_transactions`` fences the old
+one, takes over in place.
+
 Size: the producer's ``message.max.bytes`` is the smallest ``max.message.bytes`` of the output topics
 (read at start, and again after a refusal), so a record the broker would refuse is refused by
 ``produce`` itself and replaced by its dead letter (:meth:`Outputs.dead_letter_for_refused`) before it
@@ -30,9 +37,9 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 BATCH_OVERHEAD_BYTES = 128  # a record batch's header and a record's framing, kept below the topic limit
 DEFAULT_TOPIC_LIMIT = 1_048_588  # Kafka's max.message.bytes default
 KAFKA_TIMEOUT_S = 30.0  # one transactional call to the coordinator
+DEADLINE_GRACE_S = 10.0  # how long a blocking call may overrun the timeout it was given
 MISCONFIGURED = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED: "grant this worker's principal WRITE on the topic",
     KafkaError.CLUSTER_AUTHORIZATION_FAILED: "grant this worker's principal the cluster permissions it needs",
@@ -103,7 +111,6 @@ class Checkpoint:
         self.transactional_id = conf.transactional_id or f"{conf.app_id}-{socket.gethostname()}-{os.getpid()}"
         self.send_timeout_s = conf.send_timeout_s
         self.lock = asyncio.Lock()  # held while a batch is produced and while a commit runs
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="commit")  # blocking librdkafka calls
         self._positions: dict[TP, int] = {}  # next offset per partition, of what was produced
         self._produced = 0  # records produced since the last commit
         self._failures: list[KafkaError] = []  # delivery failures since the last commit
@@ -115,7 +122,8 @@ class Checkpoint:
     def start(self) -> None:
         """Create the producer (exactly_once: and fence this transactional id's predecessor).
         Blocking: call it off the loop."""
-        self.producer = self._new_producer()
+        self.producer = self._new_producer(1)
+        self._generation = 1
 
     # -- producing ----------------------------------------------------------------------------------
 
@@ -181,9 +189,8 @@ class Checkpoint:
             if not self._produced and not self._positions:
                 return
             offsets = [TopicPartition(tp.topic, tp.partition, o) for tp, o in self._positions.items()]
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._io, self._commit, offsets)
+                await self._commit(offsets)
             except CommitFailedError as failed:
                 self._rewind(str(failed))
                 return
@@ -196,7 +203,7 @@ class Checkpoint:
         """Give up everything since the last commit (the partitions were lost) and rewind the rest."""
         async with self.lock:
             if self.transactional and self._produced:
-                await asyncio.get_running_loop().run_in_executor(self._io, self._recover)
+                await self._recover()
             self._positions, self._produced = {}, 0
             self.pending()  # counts of what was just given up: the partitions' next reader counts them
             self._rewind_all()
@@ -213,45 +220,65 @@ class Checkpoint:
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(5)
         self.producer.flush(5)
-        self._io.shutdown(wait=False)
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        """Runs on the commit thread; CommitFailedError once the producer is ready for the next try."""
+    async def _commit(self, offsets: list[TopicPartition]) -> None:
+        """CommitFailedError once the producer is ready for the next try."""
         try:
             if self._broken is not None:
                 err = self._broken
                 raise CommitFailedError(f"the producer failed: {err.name()}: {err.str()}")
             if self.transactional:
-                self._commit_transaction(offsets)
+                await self._commit_transaction(offsets)
             else:
-                self._flush_and_commit(offsets)
+                await self._flush_and_commit(offsets)
         except CommitFailedError:
-            self._recover()
+            await self._recover()
             raise
         except KafkaException as exc:  # KafkaFatalError from error_cb included
             err = exc.args[0]
             self._refused(err)
             if err.fatal():
                 self._broken = self._broken or err
-            self._recover()
+            await self._recover()
             raise CommitFailedError(f"{err.name()}: {err.str()}") from exc
 
-    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+    async def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        producer = self.producer
         deadline = time.monotonic() + KAFKA_TIMEOUT_S
         for topic, group_offsets in _by_topic(offsets).items():
             metadata = self.sources[topic].group_metadata()
-            self.producer.send_offsets_to_transaction(group_offsets, metadata, KAFKA_TIMEOUT_S)
+            await self._blocking(
+                KAFKA_TIMEOUT_S,
+                producer.send_offsets_to_transaction,
+                group_offsets,
+                metadata,
+                KAFKA_TIMEOUT_S,
+            )
         while True:
             try:
-                self.producer.commit_transaction(KAFKA_TIMEOUT_S)
+                await self._blocking(KAFKA_TIMEOUT_S, producer.commit_transaction, KAFKA_TIMEOUT_S)
                 break
             except KafkaException as exc:
                 if not exc.args[0].retriable() or time.monotonic() > deadline:
                     raise
         self._check_deliveries()
-        self.producer.begin_transaction()
+        producer.begin_transaction()
 
-    def _recover(self) -> None:
+    async def _blocking(self, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)`, a librdkafka call given `timeout_s`, on a thread of its own. Past the deadline
+        the producer is abandoned (broken: the next recovery replaces it, and its deliveries are no
+        longer counted) and KafkaException(_TIMED_OUT) raised, as a timed-out call would."""
+        try:
+            return await call_with_deadline(timeout_s + DEADLINE_GRACE_S, call, *args)
+        except TimeoutError:
+            name = getattr(call, "__name__", "a producer call")
+            err = KafkaError(KafkaError._TIMED_OUT, f"{name} blocked past its {timeout_s:g} s timeout")
+            log.error("librdkafka call abandoned with its producer", extra={"call": name})
+            self._generation += 1  # its late delivery reports are not this producer's
+            self._broken = err
+            raise KafkaException(err) from None
+
+    async def _recover(self) -> None:
         """After a failed commit or a lost assignment: the transaction aborted and a new one begun, or
         (the producer broken, or the abort failed) a new producer. While that fails (broker gone) the
         producer stays broken and the next commit tries again."""
@@ -259,20 +286,20 @@ class Checkpoint:
             self._refused(self._broken)
         if self.transactional and self._broken is None:
             try:
-                self.producer.abort_transaction(KAFKA_TIMEOUT_S)
+                await self._blocking(KAFKA_TIMEOUT_S, self.producer.abort_transaction, KAFKA_TIMEOUT_S)
                 self.producer.begin_transaction()
                 return
             except KafkaException as exc:
-                self._broken = exc.args[0]
+                self._broken = self._broken or exc.args[0]
         if self._broken is None:
             return
         try:
-            self._replace_producer()
+            await self._replace_producer()
         except KafkaException as exc:
             log.warning("producer not replaced yet", extra={"error": exc.args[0].str()})
 
-    def _flush_and_commit(self, offsets: list[TopicPartition]) -> None:
-        left = self.producer.flush(self.send_timeout_s)
+    async def _flush_and_commit(self, offsets: list[TopicPartition]) -> None:
+        left = await self._blocking(self.send_timeout_s, self.producer.flush, self.send_timeout_s)
         self._check_deliveries()
         if left:
             raise CommitFailedError(f"{left} records not acknowledged in {self.send_timeout_s:g} s")
@@ -326,7 +353,9 @@ class Checkpoint:
         if err is not None and generation == self._generation:
             self._failures.append(err)
 
-    def _new_producer(self) -> Producer:
+    def _new_producer(self, generation: int) -> Producer:
+        """A producer whose delivery failures count while `generation` is the checkpoint's (blocking:
+        reads the topics' limits, and exactly_once: fences this transactional id's predecessor)."""
         conf = self.settings.processor
         overrides: dict[str, Any] = {
             "client.id": f"{self.settings.kafka.client_id}-processor",
@@ -334,7 +363,7 @@ class Checkpoint:
             "linger.ms": 5,
             "message.max.bytes": self._record_limit(),
             "delivery.timeout.ms": int(conf.send_timeout_s * 1000),
-            "on_delivery": functools.partial(self._on_delivery, self._generation + 1),
+            "on_delivery": functools.partial(self._on_delivery, generation),
             "delivery.report.only.error": True,  # no callback per delivered record
         }
         if self.transactional:
@@ -349,17 +378,18 @@ class Checkpoint:
                 }
             )
         producer = Producer(producer_config(self.settings, **overrides))
-        self._generation += 1
         if self.transactional:
             producer.init_transactions(KAFKA_TIMEOUT_S)
             producer.begin_transaction()
         return producer
 
-    def _replace_producer(self) -> None:
+    async def _replace_producer(self) -> None:
         log.warning("replacing the producer", extra={"transactional_id": self.transactional_id})
         with contextlib.suppress(KafkaException):
             self.producer.flush(0)
-        self.producer = self._new_producer()
+        generation = self._generation + 1
+        self.producer = await self._blocking(2 * KAFKA_TIMEOUT_S, self._new_producer, generation)
+        self._generation = generation
         self._broken, self._failures = None, []
 
     def _record_limit(self) -> int:
@@ -376,6 +406,33 @@ class Checkpoint:
             self._refused(exc.args[0])
             log.warning("topic limits unknown; assuming Kafka's default", extra={"error": exc.args[0].str()})
         return max(1_000, limit - BATCH_OVERHEAD_BYTES)
+
+
+async def call_with_deadline(deadline_s: float, call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)` on a daemon thread of its own, its result or exception; TimeoutError once
+    `deadline_s` passed, the thread left to finish (or block) on its own: it never holds up the loop,
+    another call or the process's exit."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if outcome.done():  # the caller stopped waiting
+            return
+        if error is None:
+            outcome.set_result(result)
+        else:
+            outcome.set_exception(error)
+
+    def run() -> None:
+        try:
+            result, error = call(*args), None
+        except BaseException as exc:  # handed to the caller, whatever it is
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="librdkafka-call", daemon=True).start()
+    return await asyncio.wait_for(outcome, deadline_s)
 
 
 def _by_topic(offsets: list[TopicPartition]) -> dict[str, list[TopicPartition]]:

@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from tests.poison import READER_EXAMPLES, parses, sentiment_values
 from tests.strategies import fuzz
 from tweetpulse.contracts import LABELS, MAX_TEXT_CHARS, RawTweet, aggregate_tags
+from tweetpulse.processors.checkpoint import call_with_deadline
 from tweetpulse.processors.classifier import gpu_present, load_classifier
 from tweetpulse.processors.dlq import BadMessageError, dead_letter, parse_raw
 from tweetpulse.registry import ArtifactError, ModelRegistry, load_artifact
@@ -397,3 +400,41 @@ async def _held_bytes() -> None:
     assert {o.topic for o in checkpoint.outputs} == {"dlq"}
     assert batcher.processed_offsets == {TP("raw", 0): 5}
     assert batcher.count_events() == []  # no tweet classified: nothing to count
+
+
+def test_a_blocking_call_past_its_deadline_is_given_up_without_holding_the_loop_or_the_exit() -> None:
+    """The checkpoint's librdkafka calls (send_offsets_to_transaction can block past its own timeout,
+    confluentinc/librdkafka#5456): the caller gets TimeoutError at the deadline while the loop keeps
+    running, and the abandoned call's thread is a daemon that may finish after its loop is gone."""
+    release = threading.Event()
+
+    def fails() -> None:
+        raise ValueError("refused")
+
+    async def scenario() -> int:
+        assert await call_with_deadline(5, lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ValueError, match="refused"):
+            await call_with_deadline(5, fails)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.ensure_future(tick())
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await call_with_deadline(0.3, release.wait)
+        assert time.monotonic() - started < 2
+        ticker.cancel()
+        return ticks
+
+    assert asyncio.run(scenario()) > 5  # the loop ran while the call blocked
+    abandoned = [t for t in threading.enumerate() if t.name == "librdkafka-call"]
+    assert abandoned and all(t.daemon for t in abandoned)
+    release.set()  # it returns after its loop closed: nothing raises
+    for thread in abandoned:
+        thread.join(5)
+        assert not thread.is_alive()
