@@ -16,12 +16,13 @@ nothing fetched before it is produced after. A producer in a fatal state (fenced
 that keep failing for ``processor.send_timeout_s`` end the worker (EXIT_BROKER_UNAVAILABLE), a broker
 refusal no retry fixes at once (EXIT_MISCONFIGURED).
 
-Every blocking librdkafka call runs on a thread of its own, awaited for its timeout plus a grace
-(:func:`call_with_deadline`): ``send_offsets_to_transaction`` can block past its own timeout when the
-group coordinator restarts (confluentinc/librdkafka#5456, #5511), which held the commit lock, and so
-every batch, until the watchdog ended the worker. A call past its deadline is abandoned with its
-producer: the commit fails (a rewind) and a new producer, whose ``init_transactions`` fences the old
-one, takes over in place.
+Every blocking librdkafka call of a commit, an abort or a producer's replacement runs on a thread of its
+own, awaited for its timeout plus a grace (:func:`call_with_deadline`): ``send_offsets_to_transaction``
+can block past its own timeout when the group coordinator restarts (confluentinc/librdkafka#5456,
+#5511), which held the commit lock, and so every batch, until the watchdog ended the worker. A call past
+its deadline is abandoned with its producer: the commit fails (a rewind) and a new producer, whose
+``init_transactions`` fences the old one (exactly_once), takes over in place. An abandoned call's
+producer stays alive until the call returns.
 
 Size: the producer's ``message.max.bytes`` is the smallest ``max.message.bytes`` of the output topics
 (read at start, and again after a refusal), so a record the broker would refuse is refused by
@@ -114,7 +115,7 @@ class Checkpoint:
         self._positions: dict[TP, int] = {}  # next offset per partition, of what was produced
         self._produced = 0  # records produced since the last commit
         self._failures: list[KafkaError] = []  # delivery failures since the last commit
-        self._generation = 0  # of the producer: one per _new_producer()
+        self._generation = 0  # whose delivery failures count: the current producer's
         self._failing_since: float | None = None
         self._broken: KafkaError | None = None  # the producer's fatal error (fenced), until replaced
         self.producer: Producer | None = None  # from start()
@@ -267,7 +268,7 @@ class Checkpoint:
     async def _blocking(self, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
         """`call(*args)`, a librdkafka call given `timeout_s`, on a thread of its own. Past the deadline
         the producer is abandoned (broken: the next recovery replaces it, and its deliveries are no
-        longer counted) and KafkaException(_TIMED_OUT) raised, as a timed-out call would."""
+        longer counted) and a non-retriable KafkaException(_TIMED_OUT) raised."""
         try:
             return await call_with_deadline(timeout_s + DEADLINE_GRACE_S, call, *args)
         except TimeoutError:
@@ -410,8 +411,8 @@ class Checkpoint:
 
 async def call_with_deadline(deadline_s: float, call: Callable[..., Any], *args: Any) -> Any:
     """`call(*args)` on a daemon thread of its own, its result or exception; TimeoutError once
-    `deadline_s` passed, the thread left to finish (or block) on its own: it never holds up the loop,
-    another call or the process's exit."""
+    `deadline_s` passed, the thread left to finish (or block) on its own: a blocked call never holds
+    up the loop, another call or the process's exit."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[Any] = loop.create_future()
 

@@ -157,6 +157,8 @@ def test_distilled_student_learns_from_a_registry_teacher_and_records_it(
     assert distillation["teacher"] == teacher and distillation["transfer"] == [str(transfer)]
     assert (distillation["temperature"], distillation["kd_weight"]) == (2.0, 0.7)
     assert (distillation["transfer_labeled"], distillation["transfer_unlabeled"]) == (200, 40)
+    recipe = manifest["training"]  # as run, not as the preset declares it
+    assert (recipe["teacher"], recipe["transfer"], recipe["max_samples"]) == (teacher, [str(transfer)], 200)
     assert json.loads((artifact.path / "config.json").read_text())["num_hidden_layers"] == 3
     keys = set((artifact.path / TRAINING_KEYS).read_text().split())
     assert {text_key(t) for t in texts} <= keys  # the retrain gate never scores the transfer texts

@@ -49,6 +49,7 @@ def test_published_version_has_every_artifact_file_and_manifest_field(
     assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert manifest["outputs"] == ["logits"] and manifest["max_length"] == 64
     assert len(manifest["data_fingerprint"]) == 64 and manifest["preset"] == "fast"
+    assert (manifest["training"]["teacher"], manifest["training"]["transfer"]) == (None, [])
     assert manifest["export"]["max_abs_logit_diff_fp32"] <= manifest["export"]["atol"]
 
 

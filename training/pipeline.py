@@ -159,7 +159,12 @@ def train_and_export(config: TrainConfig, settings: Settings, work_dir: Path) ->
     fields = {
         "base_model": base_name,
         "preset": preset.name,
-        "training": {k: v for k, v in asdict(preset).items() if k not in ("r", "lora_alpha", "lora_dropout")},
+        "training": {  # the recipe as run: --teacher, --transfer and --max-samples over the preset's
+            **{k: v for k, v in asdict(preset).items() if k not in ("r", "lora_alpha", "lora_dropout")},
+            "teacher": config.teacher_spec(),
+            "transfer": config.transfer_sources() if transfer else [],
+            "max_samples": config.sample_cap(),
+        },
         "lora": preset.lora_fields(result.target_modules),
         "distillation": transfer.manifest_fields(
             preset.temperature, preset.kd_weight, config.transfer_sources()
