@@ -183,3 +183,36 @@ def test_retraining_keeps_production_teacher(tmp_path: Path) -> None:
     assert inherited_teacher(Baseline("v0009", distilled)) == "v0004"
     assert inherited_teacher(Baseline("v0002", plain)) is None
     assert inherited_teacher(Baseline(None)) is None
+
+
+def test_the_student_trains_on_the_teachers_logits_not_on_the_labels_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every training batch reaches the loss with its rows' teacher logits (the Trainer drops columns
+    forward() does not take unless told not to: the students once learned from the labels alone)."""
+    import dataclasses
+
+    from tweetpulse.training import finetune as ft
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.data import Splits
+    from tweetpulse.training.presets import PRESETS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seen: list[bool] = []
+    loss = ft.distillation_loss
+
+    def recording(logits, labels, teacher, temperature, kd_weight):
+        seen.append(teacher is not None and teacher.shape == logits.shape)
+        return loss(logits, labels, teacher, temperature, kd_weight)
+
+    monkeypatch.setattr(ft, "distillation_loss", recording)
+    train = [(f"what a day number {i}", "positive" if i % 2 else "negative") for i in range(16)]
+    val = [("a fine day", "positive"), ("a bad day", "negative")]
+    transfer = build_transfer_set(CountingTeacher("v0007", "v0007-abc-int8"), train, val, [], load_settings())
+    preset = dataclasses.replace(PRESETS["distilled"], batch_size=8)
+    model_dir = resolve_base(None)[0]
+    ft.finetune(
+        model_dir, Splits(train, val), preset, tmp_path / "work", 2, progress=False, transfer=transfer
+    )
+    training_calls = seen[:2]  # then the evaluation's, which have no teacher
+    assert training_calls == [True, True], seen

@@ -185,6 +185,9 @@ def finetune(
         report_to=[],
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        # The rows carry `teacher_logits` for DistillationTrainer.compute_loss; by default the Trainer
+        # drops every column forward() does not take, and the students learned from the labels alone.
+        remove_unused_columns=False,
     )
     loss = {"temperature": preset.temperature, "kd_weight": preset.kd_weight} if transfer else {}
     trainer = (DistillationTrainer if transfer else Trainer)(
