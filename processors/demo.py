@@ -58,7 +58,7 @@ TRAIN = [
 # tweets, serving at about 0.4x MiniLM's speed, which still keeps up with the demo's stream. It is
 # promoted and announced once it passes the export gates; the worker hot-swaps to it.
 IMPROVE_PRESET = "mpnet6"
-IMPROVE = ["train", "--data", "builtin", "--balance", "--promote", "--no-progress"]
+IMPROVE = ["train", "--data", "builtin", "--balance", "--max-samples", "4800", "--promote", "--no-progress"]
 
 
 class DemoOptions(BaseModel):

@@ -39,6 +39,7 @@ def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_da
 def test_demo_improves_with_lora_on_mpnets_first_layers_on_balanced_builtin_data_and_promotes_it() -> None:
     args = build_parser().parse_args(DemoOptions().improve_command())
     assert (args.preset, args.data, args.balance, args.promote) == ("mpnet6", ["builtin"], True, True)
+    assert args.max_samples == 4800  # 150 steps: serving within the demo's ten minutes
     preset = PRESETS["mpnet6"]
     assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, 6)  # LoRA on a BERT-family encoder
 

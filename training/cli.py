@@ -48,13 +48,14 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     presets = "; ".join(_describe(p) for p in PRESETS.values())
     parser = sub.add_parser(
         "train",
-        help="fine-tune (distilled from a teacher by default), export to ONNX, verify and publish",
+        help="fine-tune (LoRA on MPNet's first 6 layers by default), export to ONNX, verify and publish",
         description="Fine-tune a base model with the Trainer (LoRA with PEFT, merged; or every weight), "
         "optionally distilled from a teacher's softened probabilities, export to ONNX with Optimum "
         "(optimized fp32 + dynamic int8), check parity (ONNX vs PyTorch logits; int8 within 1 point "
         "of fp32 on the validation set, and not slower) and publish to the model registry. The "
-        f"default preset, {DEFAULT_PRESET}, first trains (or reuses from the registry) the best "
-        "preset's model on the same data as its teacher. Presets: " + presets + ".",
+        f"default preset, {DEFAULT_PRESET}, generalized best per minute of training (README, "
+        "training/SEARCH.md); the distilled presets first train (or reuse from the registry) the best "
+        "preset's model on the same data as their teacher. Presets: " + presets + ".",
     )
     add_command_options(parser, TrainConfig)
     add_settings_options(parser, "registry")

@@ -406,8 +406,9 @@ class RetrainSettings(BaseModel):
     )
     max_val_samples: int | None = Field(2_000, ge=1, description="gate examples kept per run (seeded sample)")
     preset: str = Field(
-        "distilled",
-        description="training preset of each run (distilled: MiniLM taught by production's teacher; best is MPNet, ~17x slower)",
+        "mpnet6",
+        description="training preset of each run (mpnet6, as `tweetpulse train`: LoRA on MPNet's first 6 layers; "
+        "fast: LoRA MiniLM; distilled: MiniLM taught by production's teacher; best is MPNet, ~17x slower)",
     )
     max_steps: int | None = Field(None, ge=1, description="cap on training steps per run")
     work_dir: Path | None = Field(
