@@ -103,8 +103,9 @@ PRESETS: dict[str, Preset] = {
         base=MPNET, max_samples=7040,
     ),
     # All-MiniLM-L6-v2, every weight trained on the labels and on the `best` teacher's softened
-    # probabilities, also over the built-in tweets as unlabeled transfer texts (SEARCH.md): MPNet's
-    # accuracy on the validation tweets, nearly, at MiniLM's speed; not beyond them (a held-out source).
+    # probabilities, also over the built-in tweets as unlabeled transfer texts: the recipe for MiniLM's
+    # speed. Its figures before 2026-12-06 are labels-only (the Trainer dropped the teacher's logits);
+    # a real student of `mpnet6` kept its teacher's score on a held-out source (SEARCH.md).
     "distilled": Preset(
         "distilled", r=0, lora_alpha=0, lora_dropout=0.0, targets="all",
         learning_rate=1e-4, batch_size=32, epochs=2, max_length=64,
