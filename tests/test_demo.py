@@ -30,18 +30,34 @@ from tweetpulse.settings import Settings
 from tweetpulse.training.presets import MPNET, PRESETS
 
 
-def test_demo_trains_its_first_model_with_the_fast_recipe_on_balanced_builtin_data() -> None:
+def test_demo_trains_its_first_model_with_lora_on_mpnets_first_layers_on_balanced_builtin_data() -> None:
     args = build_parser().parse_args(TRAIN)
-    assert (args.preset, args.data, args.balance, args.promote) == ("fast", ["builtin"], True, True)
-    assert args.max_samples and args.max_samples <= 10_000  # minutes on 2 cores, not the full corpus
-
-
-def test_demo_improves_with_lora_on_mpnets_first_layers_on_balanced_builtin_data_and_promotes_it() -> None:
-    args = build_parser().parse_args(DemoOptions().improve_command())
     assert (args.preset, args.data, args.balance, args.promote) == ("mpnet6", ["builtin"], True, True)
-    assert args.max_samples == 4800  # 150 steps: serving within the demo's ten minutes
+    assert args.max_samples == 4800  # 150 steps: serving within the demo's first four minutes
     preset = PRESETS["mpnet6"]
     assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, 6)  # LoRA on a BERT-family encoder
+
+
+def test_demo_improves_with_lora_on_all_of_mpnets_layers_on_balanced_builtin_data_and_promotes_it() -> None:
+    args = build_parser().parse_args(DemoOptions().improve_command())
+    assert (args.preset, args.data, args.balance, args.promote) == ("best", ["builtin"], True, True)
+    preset = PRESETS["best"]
+    assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, None)
+    assert args.max_samples is None and preset.max_samples == 7040  # 220 steps, within ten minutes
+
+
+def test_demo_improves_only_on_a_first_model_of_its_own_never_on_a_users_model() -> None:
+    options = DemoOptions()
+
+    def manifest(preset: str, *train: str) -> dict:
+        return {"preset": preset, "data": {"train": list(train), "val": "10% split"}}
+
+    assert options.improves_on(manifest("mpnet6", "builtin"))  # the demo's first model
+    assert options.improves_on(manifest("fast", "builtin"))  # an older demo's first model
+    assert not options.improves_on(manifest("best", "builtin"))  # already the background's recipe
+    assert not options.improves_on(manifest("mpnet6", "data/tweets-train.jsonl"))  # the user's own
+    assert not options.improves_on(manifest("fast", "builtin", "kafka:tweets.labeled"))
+    assert not options.improves_on({})  # a manifest without its training data: not the demo's
 
 
 def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:

@@ -264,6 +264,34 @@ def mpnet_installed() -> None:
 needs_mpnet = pytest.mark.usefixtures("mpnet_installed")
 
 
+def test_a_preset_without_dropout_trains_with_no_random_masks_and_one_that_keeps_it_does_not() -> None:
+    """`dropout=0` and `lora_dropout=0` reach every dropout of the model (the base's, the head's and the
+    adapters'): in training mode, two forward passes agree. The base's own dropout stays otherwise."""
+    import dataclasses
+
+    import torch
+
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.finetune import load_base
+    from tweetpulse.training.presets import PRESETS
+
+    path = resolve_base(None)[0]
+    preset = PRESETS["fast"]
+    outputs = {}
+    for dropout in (None, 0.0):
+        torch.manual_seed(0)
+        lora_dropout = 0.05 if dropout is None else 0.0
+        model, tokenizer, _ = load_base(
+            path, None, dataclasses.replace(preset, dropout=dropout, lora_dropout=lora_dropout)
+        )
+        model.train()
+        batch = tokenizer(["what a lovely day", "worst flight ever"], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            outputs[dropout] = [model(**batch).logits for _ in range(2)]
+    assert not torch.equal(*outputs[None])  # the base's dropout, kept: each pass masks differently
+    assert torch.equal(*outputs[0.0])
+
+
 @needs_mpnet
 def test_best_preset_fine_tunes_mpnet_from_its_offline_packages() -> None:
     from tweetpulse.training.base import resolve_base

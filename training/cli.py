@@ -72,6 +72,7 @@ def _describe(p: Preset) -> str:
         f"max length {p.max_length}"
         + (f", base {p.base}" if p.base else "")
         + (f", first {p.layers} layers" if p.layers else "")
+        + (", no dropout" if p.dropout == 0 and p.lora_dropout == 0 else "")
         + (f", {p.max_samples} training examples" if p.max_samples else "")
         + (f", teacher {p.teacher} (T={p.temperature:g}, kd weight {p.kd_weight:g})" if p.teacher else "")
         + (f", transfer {'+'.join(p.transfer)}" if p.transfer else "")

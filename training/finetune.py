@@ -13,9 +13,11 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.nn import functional
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -116,13 +118,24 @@ def keep_first_layers(model: PreTrainedModel, layers: int) -> None:
     model.config.num_hidden_layers = layers
 
 
+def set_dropout(config: PretrainedConfig, p: float) -> None:
+    """Every dropout probability of a model config (hidden, attention, classifier: names differ by
+    architecture) set to `p`."""
+    for key, value in list(vars(config).items()):
+        if "dropout" in key and (value is None or isinstance(value, float)):
+            setattr(config, key, p)
+
+
 def load_base(base: str, targets: list[str] | None, preset: Preset):
     """The base model with a fresh classification head, cut to `preset.layers` and with LoRA adapters
     (for the lora method), and its tokenizer."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
+        config = AutoConfig.from_pretrained(base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
+        if preset.dropout is not None:
+            set_dropout(config, preset.dropout)
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, ignore_mismatched_sizes=True
+            base, config=config, ignore_mismatched_sizes=True
         )
     except OSError as exc:  # not a folder, and the hub is unreachable or has no such model
         raise FileNotFoundError(f"cannot load base model {base!r}: {exc}") from None

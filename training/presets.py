@@ -59,6 +59,9 @@ class Preset:
     max_samples: int | None = None  # training examples used (keeps a run in its CPU budget); None: all
     method: Method = "lora"  # "full": every weight trains, nothing to merge (small students)
     layers: int | None = None  # keep only the base's first N transformer layers (a faster student)
+    # The base's own dropout while training (its config's *dropout* fields); None keeps the base's (0.1
+    # for BERT and MPNet). On CPU the random masks cost more than the matmuls they mask (SEARCH.md).
+    dropout: float | None = Field(None, ge=0, lt=1)
     # Knowledge distillation: "best" (the best preset's model on the same data, reused from the
     # registry when one is there), a registry version, a model folder or a hub id; None: labels only.
     teacher: str | None = None
@@ -95,11 +98,13 @@ PRESETS: dict[str, Preset] = {
         learning_rate=1e-3, batch_size=4, epochs=1, max_length=128,
     ),
     # The best accuracy within ~30 minutes on 2 CPU cores (training/SEARCH.md): the 12-layer MPNet
-    # on 7,040 tweets (220 steps) beats the 6-layer MiniLM on all 37,597; ~8x slower to serve.
+    # on 7,040 tweets (220 steps) beats the 6-layer MiniLM on all 37,597; ~8x slower to serve. The LoRA
+    # presets train without dropout: on CPU its masks cost more than the matmuls (SEARCH.md, "Dropout
+    # off": half the training time, the same accuracy). The demo's background model.
     "best": Preset(
-        "best", r=16, lora_alpha=32, lora_dropout=0.05, targets="all",
+        "best", r=16, lora_alpha=32, lora_dropout=0.0, targets="all",
         learning_rate=8e-4, batch_size=32, epochs=1, max_length=64,
-        warmup_ratio=0.06, weight_decay=0.01,
+        warmup_ratio=0.06, weight_decay=0.01, dropout=0.0,
         base=MPNET, max_samples=7040,
     ),
     # All-MiniLM-L6-v2, every weight trained on the labels and on the `best` teacher's softened
@@ -119,21 +124,21 @@ PRESETS: dict[str, Preset] = {
         warmup_ratio=0.06, weight_decay=0.01, method="full", layers=3,
         teacher="best", temperature=2.0, kd_weight=0.7, transfer=("builtin",),
     ),
-    # The default: LoRA on all-mpnet-base-v2 cut to its first 6 layers, 16,000 tweets (500 steps, ~10 min
+    # The default: LoRA on all-mpnet-base-v2 cut to its first 6 layers, 16,000 tweets (500 steps, ~5 min
     # on 2 cores with AMX): MPNet's generalization at half its serving cost (about 0.4x MiniLM's speed).
-    # The demo's background model is the same recipe on 4,800 built-in tweets (0.887 on shared/data's
-    # validation tweets; MiniLM `fast`: 0.86).
+    # The demo's first model is the same recipe on 4,800 built-in tweets (0.893-0.896 on shared/data's
+    # validation tweets; MiniLM `fast`: 0.84-0.86).
     "mpnet6": Preset(
-        "mpnet6", r=16, lora_alpha=32, lora_dropout=0.05, targets="all",
+        "mpnet6", r=16, lora_alpha=32, lora_dropout=0.0, targets="all",
         learning_rate=8e-4, batch_size=32, epochs=1, max_length=64,
-        warmup_ratio=0.06, weight_decay=0.01,
+        warmup_ratio=0.06, weight_decay=0.01, dropout=0.0,
         base=MPNET, max_samples=16000, layers=6,
     ),
-    # LoRA on the 6-layer MiniLM and all the labeled data, no teacher: the demo's first model.
+    # LoRA on the 6-layer MiniLM and all the labeled data, no teacher: MiniLM's speed, LoRA's simplicity.
     "fast": Preset(
-        "fast", r=16, lora_alpha=32, lora_dropout=0.05, targets="all",
+        "fast", r=16, lora_alpha=32, lora_dropout=0.0, targets="all",
         learning_rate=8e-4, batch_size=32, epochs=1, max_length=64,
-        warmup_ratio=0.06, weight_decay=0.01,
+        warmup_ratio=0.06, weight_decay=0.01, dropout=0.0,
     ),
 }  # fmt: skip
 
