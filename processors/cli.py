@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
         help="run the whole pipeline end to end on built-in defaults (make demo)",
         description="Start Kafka, create the topics, train a first model on the built-in data when the "
         "registry has no production model, start one worker and a synthetic stream, and show the "
-        "classified tweets with running counts, while a bigger model trains in the background and "
+        "classified tweets with running counts, while the recipe retrains in the background and the new model "
         "replaces the first without downtime. Ctrl-C (also SIGTERM, or a closed output pipe) stops "
         "every child cleanly. "
         "Child logs go to ~/.local/state/tweetpulse/demo/.",

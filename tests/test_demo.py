@@ -24,7 +24,7 @@ from test_processors_pipeline import WORKER_ENV  # tests/ is on sys.path
 
 from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.cli import build_parser
-from tweetpulse.processors.demo import TRAIN, DemoOptions
+from tweetpulse.processors.demo import IMPROVE_ENV, TRAIN, DemoOptions
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
 from tweetpulse.training.presets import MPNET, PRESETS
@@ -38,26 +38,33 @@ def test_demo_trains_its_first_model_with_lora_on_mpnets_first_layers_on_balance
     assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, 6)  # LoRA on a BERT-family encoder
 
 
-def test_demo_improves_with_lora_on_all_of_mpnets_layers_on_balanced_builtin_data_and_promotes_it() -> None:
-    args = build_parser().parse_args(DemoOptions().improve_command())
-    assert (args.preset, args.data, args.balance, args.promote) == ("best", ["builtin"], True, True)
-    preset = PRESETS["best"]
-    assert (preset.method, preset.base, preset.layers) == ("lora", MPNET, None)
-    assert args.max_samples is None and preset.max_samples == 7040  # 220 steps, within ten minutes
+def test_demo_retrains_the_same_recipe_on_another_sample_single_threaded_and_promotes_it() -> None:
+    first, again = (
+        build_parser().parse_args(TRAIN),
+        build_parser().parse_args(DemoOptions().improve_command()),
+    )
+    assert (again.preset, again.data, again.balance, again.promote) == ("mpnet6", ["builtin"], True, True)
+    assert again.max_samples == first.max_samples and again.seed != first.seed  # another sample
+    assert IMPROVE_ENV == {"OMP_NUM_THREADS": "1"}
 
 
-def test_demo_improves_only_on_a_first_model_of_its_own_never_on_a_users_model() -> None:
-    options = DemoOptions()
+def test_demo_retrains_only_its_own_first_model_never_a_users_model() -> None:
+    def manifest(*train: str, balance: bool = True, max_samples: int | None = 4800, seed: int = 13) -> dict:
+        return {
+            "preset": "mpnet6",
+            "data": {"train": list(train), "val": "10% split"},
+            "balance": balance,
+            "seed": seed,
+            "training": {"max_samples": max_samples},
+        }
 
-    def manifest(preset: str, *train: str) -> dict:
-        return {"preset": preset, "data": {"train": list(train), "val": "10% split"}}
-
-    assert options.improves_on(manifest("mpnet6", "builtin"))  # the demo's first model
-    assert options.improves_on(manifest("fast", "builtin"))  # an older demo's first model
-    assert not options.improves_on(manifest("best", "builtin"))  # already the background's recipe
-    assert not options.improves_on(manifest("mpnet6", "data/tweets-train.jsonl"))  # the user's own
-    assert not options.improves_on(manifest("fast", "builtin", "kafka:tweets.labeled"))
-    assert not options.improves_on({})  # a manifest without its training data: not the demo's
+    assert DemoOptions.improves_on(manifest("builtin"))  # the demo's first model (or an older demo's)
+    assert not DemoOptions.improves_on(manifest("builtin", seed=14))  # already retrained
+    assert not DemoOptions.improves_on(manifest("builtin", max_samples=None))  # `tweetpulse train --promote`
+    assert not DemoOptions.improves_on(manifest("builtin", balance=False, max_samples=4800))
+    assert not DemoOptions.improves_on(manifest("data/tweets-train.jsonl"))  # the user's own data
+    assert not DemoOptions.improves_on(manifest("builtin", "kafka:tweets.labeled"))
+    assert not DemoOptions.improves_on({})  # a manifest without its training data: not the demo's
 
 
 def _demo_env(settings: Settings, registry: ModelRegistry, tmp_path: Path, app_id: str) -> dict[str, str]:

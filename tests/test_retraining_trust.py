@@ -304,12 +304,12 @@ def test_the_demo_models_training_tweets_never_reach_the_default_gate_set(
     from tweetpulse.training.pipeline import load_splits
     from tweetpulse.training.presets import TrainConfig
 
-    # what `make demo` trains first: tweetpulse train --preset fast --data builtin --balance --max-samples 4800
+    # what `make demo` trains first: tweetpulse train --preset mpnet6 --data builtin --balance --max-samples 4800
     try:
         builtin_path()
     except DataError:
         pytest.fail("the built-in tweets come with the [train] extra: run the tests with `make test`")
-    demo = TrainConfig(preset="fast", data=["builtin"], balance=True, max_samples=4800)
+    demo = TrainConfig(preset="mpnet6", data=["builtin"], balance=True, max_samples=4800)
     splits = load_splits(demo, settings)
     registry = ModelRegistry(tmp_path / "registry")
     publish_model(registry, tmp_path, pipeline_fields(demo, splits))

@@ -145,10 +145,16 @@ class Children:
         self.stopped: list[str] = []
 
     def start(
-        self, name: str, args: list[str], log: Path, stop_signal: int = signal.SIGINT
+        self,
+        name: str,
+        args: list[str],
+        log: Path,
+        stop_signal: int = signal.SIGINT,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
-        """Start a child, its output appended to `log`; `stop_signal` asks it to stop cleanly."""
-        proc = spawn(args, log, death_signal=self.death_signal, append=True)
+        """Start a child, its output appended to `log`; `stop_signal` asks it to stop cleanly; `env`
+        (none: this process's)."""
+        proc = spawn(args, log, env=env, death_signal=self.death_signal, append=True)
         self.running.append(Child(name, proc, stop_signal))
         return proc
 
