@@ -264,6 +264,29 @@ def mpnet_installed() -> None:
 needs_mpnet = pytest.mark.usefixtures("mpnet_installed")
 
 
+def test_a_saved_adapter_of_a_layer_cut_base_merges_into_the_model_that_was_trained(tmp_path: Path) -> None:
+    """`tweetpulse export --adapter` of an `mpnet6`-style run (the base cut to its first layers): the
+    merged model has the trained layers only and gives the trained model's logits."""
+    import dataclasses
+
+    import torch
+
+    from tweetpulse.training.base import resolve_base
+    from tweetpulse.training.data import Splits
+    from tweetpulse.training.finetune import finetune, load_merged
+    from tweetpulse.training.presets import PRESETS
+
+    base = resolve_base(None)[0]
+    preset = dataclasses.replace(PRESETS["fast"], layers=2, batch_size=8)
+    rows = [("what a lovely day", "positive"), ("worst flight ever", "negative")] * 8
+    result = finetune(base, Splits(rows, rows[:4]), preset, tmp_path, max_steps=3, progress=False)
+    merged, tokenizer = load_merged(base, tmp_path / "adapter")
+    assert merged.config.num_hidden_layers == len(merged.base_model.encoder.layer) == 2
+    batch = tokenizer([t for t, _ in rows[:4]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, result.model(**batch).logits, atol=1e-5)
+
+
 def test_a_preset_without_dropout_trains_with_no_random_masks_and_one_that_keeps_it_does_not() -> None:
     """`dropout=0` and `lora_dropout=0` reach every dropout of the model (the base's, the head's and the
     adapters'): in training mode, two forward passes agree. The base's own dropout stays otherwise."""

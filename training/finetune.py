@@ -228,6 +228,7 @@ def finetune(
     else:
         model.save_pretrained(work_dir / "adapter")  # for `tweetpulse export --adapter` later
         tokenizer.save_pretrained(work_dir / "adapter")
+        model.config.save_pretrained(work_dir / "adapter")  # the base as trained: its layer cut
         merged = model.merge_and_unload().eval()
     return FinetuneResult(
         merged,
@@ -241,9 +242,12 @@ def finetune(
 
 
 def load_merged(base: str, adapter: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A saved LoRA adapter (with its classifier head) merged into its base model."""
+    """A saved LoRA adapter (with its classifier head) merged into its base model, cut to the layers it
+    was trained on (the adapter folder's config.json; adapters saved without one: the whole base)."""
+    config_source = adapter if (adapter / "config.json").is_file() else base
+    config = AutoConfig.from_pretrained(config_source, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, ignore_mismatched_sizes=True
+        base, config=config, ignore_mismatched_sizes=True
     )
     tokenizer_source = adapter if (adapter / "tokenizer.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
