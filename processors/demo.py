@@ -92,11 +92,16 @@ class DemoOptions(BaseModel):
     @staticmethod
     def improves_on(manifest: dict) -> bool:
         """Whether the background model may replace production: only the demo's own first model (its
-        recipe's data, balance, sample size and seed), never a model trained otherwise."""
+        recipe, data, validation split, balance, sample size, seed and full epoch), never a model
+        trained otherwise."""
+        training = manifest.get("training") or {}
         return (
-            manifest.get("data", {}).get("train") == ["builtin"]
+            manifest.get("preset") == FIRST_PRESET
+            and manifest.get("data") == {"train": ["builtin"], "val": "10% split"}
             and manifest.get("balance") is True
-            and (manifest.get("training") or {}).get("max_samples") == FIRST_SAMPLES
+            and training.get("max_samples") == FIRST_SAMPLES
+            and training.get("teacher") is None
+            and manifest.get("max_steps") is None
             and manifest.get("seed") == FIRST_SEED
         )
 
@@ -224,7 +229,7 @@ def improve_in_background(
     before = registry.production()
     manifest = registry.load(before).manifest if before else {}
     if before and not options.improves_on(manifest):
-        say(f"{before} is not the demo's first model: nothing to train in the background")
+        say(f"{before} is not the demo's first model, the only one it retrains: no background training")
         return None
     log = STATE_DIR / "train-better.log"
     progress = TrainerProgress(log, before, STATUS_FILE)

@@ -49,19 +49,27 @@ def test_demo_retrains_the_same_recipe_on_another_sample_single_threaded_and_pro
 
 
 def test_demo_retrains_only_its_own_first_model_never_a_users_model() -> None:
-    def manifest(*train: str, balance: bool = True, max_samples: int | None = 4800, seed: int = 13) -> dict:
+    def manifest(*train: str, preset: str = "mpnet6", val: str = "10% split", balance: bool = True,
+                 max_samples: int | None = 4800, seed: int = 13, max_steps: int | None = None,
+                 teacher: str | None = None) -> dict:  # fmt: skip
         return {
-            "preset": "mpnet6",
-            "data": {"train": list(train), "val": "10% split"},
+            "preset": preset,
+            "data": {"train": list(train), "val": val},
             "balance": balance,
             "seed": seed,
-            "training": {"max_samples": max_samples},
+            "max_steps": max_steps,
+            "training": {"max_samples": max_samples, "teacher": teacher},
         }
 
-    assert DemoOptions.improves_on(manifest("builtin"))  # the demo's first model (or an older demo's)
+    assert DemoOptions.improves_on(manifest("builtin"))  # the demo's first model
     assert not DemoOptions.improves_on(manifest("builtin", seed=14))  # already retrained
     assert not DemoOptions.improves_on(manifest("builtin", max_samples=None))  # `tweetpulse train --promote`
-    assert not DemoOptions.improves_on(manifest("builtin", balance=False, max_samples=4800))
+    assert not DemoOptions.improves_on(manifest("builtin", balance=False))
+    assert not DemoOptions.improves_on(manifest("builtin", preset="best"))  # same data, another recipe
+    assert not DemoOptions.improves_on(manifest("builtin", preset="fast"))  # an older demo's: kept
+    assert not DemoOptions.improves_on(manifest("builtin", val="data/val.jsonl"))
+    assert not DemoOptions.improves_on(manifest("builtin", max_steps=50))
+    assert not DemoOptions.improves_on(manifest("builtin", teacher="v0001"))
     assert not DemoOptions.improves_on(manifest("data/tweets-train.jsonl"))  # the user's own data
     assert not DemoOptions.improves_on(manifest("builtin", "kafka:tweets.labeled"))
     assert not DemoOptions.improves_on({})  # a manifest without its training data: not the demo's

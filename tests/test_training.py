@@ -280,11 +280,16 @@ def test_a_saved_adapter_of_a_layer_cut_base_merges_into_the_model_that_was_trai
     preset = dataclasses.replace(PRESETS["fast"], layers=2, batch_size=8)
     rows = [("what a lovely day", "positive"), ("worst flight ever", "negative")] * 8
     result = finetune(base, Splits(rows, rows[:4]), preset, tmp_path, max_steps=3, progress=False)
-    merged, tokenizer = load_merged(base, tmp_path / "adapter")
-    assert merged.config.num_hidden_layers == len(merged.base_model.encoder.layer) == 2
-    batch = tokenizer([t for t, _ in rows[:4]], padding=True, return_tensors="pt")
+    batch = result.tokenizer([t for t, _ in rows[:4]], padding=True, return_tensors="pt")
     with torch.no_grad():
-        assert torch.allclose(merged(**batch).logits, result.model(**batch).logits, atol=1e-5)
+        trained = result.model(**batch).logits
+    for saved_before_config_json in (False, True):  # older adapters: the cut from their weights' layers
+        if saved_before_config_json:
+            (tmp_path / "adapter" / "config.json").unlink()
+        merged, _ = load_merged(base, tmp_path / "adapter")
+        assert merged.config.num_hidden_layers == len(merged.base_model.encoder.layer) == 2
+        with torch.no_grad():
+            assert torch.allclose(merged(**batch).logits, trained, atol=1e-5)
 
 
 def test_a_preset_without_dropout_trains_with_no_random_masks_and_one_that_keeps_it_does_not() -> None:

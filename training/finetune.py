@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors import safe_open
 from torch.nn import functional
 from transformers import (
     AutoConfig,
@@ -241,11 +243,32 @@ def finetune(
     )
 
 
+def adapted_layers(adapter: Path) -> int | None:
+    """How many of the base's first layers a saved adapter's weights reach (`layer.N`: the highest N
+    plus one), None when it names no layers."""
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), "pt") as f:
+        found = [re.search(r"\.layer\.(\d+)\.", key) for key in f.keys()]  # noqa: SIM118 (not a dict)
+    indices = [int(match.group(1)) for match in found if match]
+    return max(indices) + 1 if indices else None
+
+
 def load_merged(base: str, adapter: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A saved LoRA adapter (with its classifier head) merged into its base model, cut to the layers it
-    was trained on (the adapter folder's config.json; adapters saved without one: the whole base)."""
-    config_source = adapter if (adapter / "config.json").is_file() else base
-    config = AutoConfig.from_pretrained(config_source, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
+    was trained on: the adapter folder's config.json, or, for adapters saved without one, the layers
+    its weights reach."""
+    labels = {"num_labels": 2, "id2label": ID2LABEL, "label2id": LABEL2ID}
+    if (adapter / "config.json").is_file():
+        config = AutoConfig.from_pretrained(adapter, **labels)
+    else:
+        config = AutoConfig.from_pretrained(base, **labels)
+        layers = adapted_layers(adapter)
+        if layers and layers < config.num_hidden_layers:
+            cut = {"layers": layers, "base_layers": config.num_hidden_layers}
+            log.warning("adapter without config.json: cutting the base to the layers it adapts", extra=cut)
+            config.num_hidden_layers = layers
     model = AutoModelForSequenceClassification.from_pretrained(
         base, config=config, ignore_mismatched_sizes=True
     )
