@@ -24,7 +24,14 @@ from test_processors_pipeline import WORKER_ENV  # tests/ is on sys.path
 
 from tweetpulse.bench.workers import free_port, worker_env
 from tweetpulse.cli import build_parser
-from tweetpulse.processors.demo import IMPROVE_ENV, TRAIN, DemoOptions
+from tweetpulse.processors.demo import (
+    FIRST_PRESET,
+    FIRST_SAMPLES,
+    FIRST_SEED,
+    IMPROVE_ENV,
+    TRAIN,
+    DemoOptions,
+)
 from tweetpulse.registry import ModelRegistry
 from tweetpulse.settings import Settings
 from tweetpulse.training.presets import MPNET, PRESETS
@@ -275,7 +282,8 @@ def test_demo_whose_output_pipe_closes_leaves_no_child_running(
     import re
 
     app_id = f"tp-demo-{uuid.uuid4().hex[:8]}"
-    env = _demo_env(settings, tiny_model_registry, tmp_path, app_id)
+    registry = _as_the_demos_first_model(tiny_model_registry, tmp_path)  # so a trainer runs too
+    env = _demo_env(settings, registry, tmp_path, app_id)
     demo_cmd = f"{sys.executable} -m tweetpulse demo --rate 40"
     pipeline = subprocess.Popen(
         ["bash", "-c", f"{demo_cmd} 2>/dev/null | head -n 40"], env=env, stdout=subprocess.PIPE, text=True
@@ -287,11 +295,25 @@ def test_demo_whose_output_pipe_closes_leaves_no_child_running(
             pipeline.kill()
         _delete_internal_topics(settings, app_id)
     pids = {m[0]: int(m[1]) for m in re.findall(r"==> (\w+).*?\(pid (\d+)", output)}
-    assert {"worker", "streaming", "live", "training"} <= set(pids), output
+    assert {"worker", "streaming", "live", "retraining"} <= set(pids), output
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
         time.sleep(0.5)
     assert not [name for name, pid in pids.items() if _alive(pid)], output
+
+
+def _as_the_demos_first_model(registry: ModelRegistry, tmp_path: Path) -> ModelRegistry:
+    """A copy of `registry` whose production manifest names the demo's first-model recipe (the
+    manifest's fields are not checksummed; its files are), so the demo retrains it in the background."""
+    copy = ModelRegistry(shutil.copytree(registry.root, tmp_path / "registry"))
+    manifest_file = copy.path(copy.production()) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest.update(preset=FIRST_PRESET, balance=True, seed=FIRST_SEED, max_steps=None)
+    manifest["data"] = {"train": ["builtin"], "val": "10% split"}
+    manifest["training"] = {**manifest.get("training", {}), "max_samples": FIRST_SAMPLES, "teacher": None}
+    manifest_file.write_text(json.dumps(manifest))
+    assert DemoOptions.improves_on(copy.load().manifest)
+    return copy
 
 
 def _fake_trainer(log: Path, lines: list[str], exit_code: int) -> subprocess.Popen:
