@@ -111,13 +111,15 @@ def _accuracy(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def keep_first_layers(model: PreTrainedModel, layers: int) -> None:
-    """Cut the encoder to its first `layers` transformer layers (a smaller, faster student)."""
-    encoder = model.base_model.encoder
-    if not 0 < layers <= len(encoder.layer):
-        raise ValueError(f"layers {layers}: the base has {len(encoder.layer)} transformer layers")
-    encoder.layer = encoder.layer[:layers]
-    model.config.num_hidden_layers = layers
+def classifier_config(source: str | Path, layers: int | None = None) -> PretrainedConfig:
+    """A base's config for the two-label classifier, cut to its first `layers` transformer layers (a
+    smaller, faster model: only those layers are built and loaded)."""
+    config = AutoConfig.from_pretrained(source, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
+    if layers is not None:
+        if not 0 < layers <= config.num_hidden_layers:
+            raise ValueError(f"layers {layers}: the base has {config.num_hidden_layers} transformer layers")
+        config.num_hidden_layers = layers
+    return config
 
 
 def set_dropout(config: PretrainedConfig, p: float) -> None:
@@ -133,7 +135,7 @@ def load_base(base: str, targets: list[str] | None, preset: Preset):
     (for the lora method), and its tokenizer."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
-        config = AutoConfig.from_pretrained(base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
+        config = classifier_config(base, preset.layers)
         if preset.dropout is not None:
             set_dropout(config, preset.dropout)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -141,8 +143,6 @@ def load_base(base: str, targets: list[str] | None, preset: Preset):
         )
     except OSError as exc:  # not a folder, and the hub is unreachable or has no such model
         raise FileNotFoundError(f"cannot load base model {base!r}: {exc}") from None
-    if preset.layers:
-        keep_first_layers(model, preset.layers)
     if preset.method == "full":
         return model, tokenizer, []
     targets = targets or target_modules(model.config.model_type, preset.targets)
@@ -259,16 +259,15 @@ def load_merged(base: str, adapter: Path) -> tuple[PreTrainedModel, PreTrainedTo
     """A saved LoRA adapter (with its classifier head) merged into its base model, cut to the layers it
     was trained on: the adapter folder's config.json, or, for adapters saved without one, the layers
     its weights reach."""
-    labels = {"num_labels": 2, "id2label": ID2LABEL, "label2id": LABEL2ID}
     if (adapter / "config.json").is_file():
-        config = AutoConfig.from_pretrained(adapter, **labels)
+        config = classifier_config(adapter)
     else:
-        config = AutoConfig.from_pretrained(base, **labels)
+        config = classifier_config(base)
         layers = adapted_layers(adapter)
         if layers and layers < config.num_hidden_layers:
             cut = {"layers": layers, "base_layers": config.num_hidden_layers}
             log.warning("adapter without config.json: cutting the base to the layers it adapts", extra=cut)
-            config.num_hidden_layers = layers
+            config = classifier_config(base, layers)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, config=config, ignore_mismatched_sizes=True
     )
